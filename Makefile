@@ -1,0 +1,41 @@
+# The README's two set-up commands: `make demo` and `make test`. Both create .venv and
+# install what they need on first use, and are quick no-ops when already set up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch first, pinned: on this kind of machine 2.13.0 is a local CPU wheel, any other
+# version would download gigabytes.
+TORCH := torch==2.13.0
+EXAMPLE := docs/examples/mi-ideas-example-plugin
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch: | $(PY)
+	$(PIP) install --disable-pip-version-check -q $(TORCH)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+$(VENV)/.example: $(EXAMPLE)/pyproject.toml $(VENV)/.installed
+	$(PIP) install --disable-pip-version-check -q -e $(EXAMPLE)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mi-ideas run cis-toy-model
+
+test: $(VENV)/.example
+	MI_IDEAS_STRICT_PLUGINS=1 $(PY) -m pytest -q tests $(EXAMPLE)/tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,58 @@
+"""An example mi-ideas plugin: how near-orthogonal are random directions?
+
+A baseline every superposition argument leans on: in d dimensions, independent isotropic
+random unit vectors have |cos| concentrated around sqrt(2 / (pi * d)), so many more than d
+directions fit with small interference.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field
+
+from mi_ideas import Idea, IdeaConfig, IdeaResult, RunContext, hookimpl
+
+
+class RandomDirectionsConfig(IdeaConfig):
+    d: int = Field(64, ge=2, le=4096, description="Dimension of the space.")
+    n: int = Field(512, ge=2, le=20000, description="Number of random directions.")
+
+
+class RandomDirections(Idea):
+    """Sample n isotropic random unit vectors in d dimensions and measure their overlaps.
+
+    Reports the mean |cosine| between distinct pairs next to the theoretical value
+    sqrt(2 / (pi d)), and the largest |cosine| (interference of the worst pair).
+    """
+
+    name = "example-random-directions"
+    summary = "Interference between random directions in d dimensions (example plugin)."
+    size = "short"
+    Config = RandomDirectionsConfig
+    Result = IdeaResult
+
+    def run(self, ctx: RunContext, config: RandomDirectionsConfig) -> IdeaResult:
+        import numpy as np  # heavy imports go inside run, not at module level
+
+        v = ctx.rng.standard_normal((config.n, config.d))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        cos = np.abs(v @ v.T)[np.triu_indices(config.n, k=1)]
+        ctx.artifacts.save_json("cosines_summary", {"quantiles": np.quantile(cos, [0.5, 0.9, 0.99]).tolist()})
+        return IdeaResult(
+            metrics={
+                "mean_abs_cos": float(cos.mean()),
+                "theory_mean_abs_cos": math.sqrt(2 / (math.pi * config.d)),
+                "max_abs_cos": float(cos.max()),
+            },
+            definitions={
+                "mean_abs_cos": "mean |cos(v_i, v_j)| over distinct pairs",
+                "theory_mean_abs_cos": "sqrt(2 / (pi d)), the large-d limit for isotropic vectors",
+                "max_abs_cos": "max |cos(v_i, v_j)| over distinct pairs",
+            },
+        )
+
+
+@hookimpl
+def mi_ideas_register_ideas(register):
+    register(RandomDirections)

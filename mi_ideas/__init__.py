@@ -1,0 +1,65 @@
+"""mi-ideas: mechanistic-interpretability project ideas as runnable, reproducible experiments.
+
+Quick start::
+
+    import mi_ideas
+    result = mi_ideas.run("cis-toy-model", task="u-and")
+    print(result.metrics)
+    again = mi_ideas.load_run(result.run_dir)
+
+This module stays cheap to import (no torch): heavy libraries load when a run needs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mi_ideas.errors import ConfigError, MiIdeasError, RunError, UsageError
+from mi_ideas.hookspecs import hookimpl
+from mi_ideas.idea import Idea, IdeaConfig, IdeaResult, Provenance, RunContext
+from mi_ideas.runs import RunRecord, load_run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError", "Idea", "IdeaConfig", "IdeaResult", "MiIdeasError", "Provenance",
+    "RunContext", "RunError", "RunRecord", "UsageError", "hookimpl", "list_ideas",
+    "load_run", "run",
+]
+
+
+def run(
+    idea: str,
+    config: IdeaConfig | dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    out: str | Path | None = None,
+    config_file: str | Path | None = None,
+    quiet: bool = False,
+    host: Any = None,
+    **values: Any,
+) -> IdeaResult:
+    """Run an idea and return its result (the idea's own pydantic ``Result``).
+
+    Config values come from ``config_file``, then ``config`` (a dict or the idea's Config),
+    then keyword arguments: ``mi_ideas.run("cis-toy-model", task="tms", n_features=5)``.
+    The run directory (``result.run_dir``) is created under ``out`` (default ``./runs``).
+    """
+    from mi_ideas.runs import execute
+
+    merged: Any = config
+    if values or not isinstance(config, IdeaConfig):
+        base = config.model_dump() if isinstance(config, IdeaConfig) else (config or {})
+        merged = {**base, **values}
+    record = execute(idea, config=merged, file=config_file, seed=seed, out=out, host=host,
+                     quiet=quiet, command=[])
+    assert record.result is not None
+    return record.result
+
+
+def list_ideas(host: Any = None) -> dict[str, type[Idea]]:
+    """Every installed idea by name."""
+    from mi_ideas.host import get_host
+
+    return dict((host or get_host()).ideas)

@@ -1,0 +1,228 @@
+"""The ``mi-ideas`` command line.
+
+Exit codes: 0 done, 2 usage or config error, 1 the run failed, 130 interrupted.
+Heavy libraries (torch, nnsight, transformers, sae_lens) are imported only inside the
+commands that need them, so ``mi-ideas list`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from typing import Any, Sequence
+
+from mi_ideas.errors import MiIdeasError
+
+SIZE_TITLES = {
+    "large": "Large ideas",
+    "medium": "Medium ideas",
+    "short": "Short ideas",
+    "other": "Other ideas",
+}
+
+
+def _host(args: argparse.Namespace) -> Any:
+    from mi_ideas.host import Host, get_host, set_host
+
+    disabled = getattr(args, "disable_plugin", None) or []
+    if disabled:
+        set_host(Host(disabled=disabled))
+    return get_host()
+
+
+# -- list / show --------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    host = _host(args)
+    ideas = host.ideas
+    if args.json:
+        rows = [
+            {"name": n, "summary": c.summary, "size": c.size, "remote": c.remote,
+             "plugin": (host.plugin_of(n).name if host.plugin_of(n) else None)}
+            for n, c in ideas.items()
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not ideas:
+        print("No ideas are installed. `mi-ideas plugins` shows which plugins loaded.")
+        return 0
+    width = max(len(n) for n in ideas)
+    for size, title in SIZE_TITLES.items():
+        group = [(n, c) for n, c in ideas.items() if c.size == size]
+        if not group:
+            continue
+        print(f"{title}:")
+        for name, cls in group:
+            print(f"  {name:<{width}}  {cls.summary}")
+        print()
+    return 0
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(annotation))
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{args}]" if name not in ("Union", "UnionType") else args.replace(", ", " | ")
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    host = _host(args)
+    cls = host.get_idea(args.idea)
+    if args.schema:
+        print(json.dumps(cls.Config.model_json_schema(), indent=2))
+        return 0
+    plugin = host.plugin_of(cls.name)
+    print(f"{cls.name} — {cls.summary}")
+    print(f"size: {cls.size}; remote model calls: {'yes' if cls.remote else 'no'}; "
+          f"plugin: {plugin.name if plugin else '?'}"
+          + (f" ({plugin.distribution} {plugin.version})" if plugin and plugin.distribution else ""))
+    print()
+    print(cls.description())
+    print()
+    print("Config fields (set with --set NAME=VALUE or a --config file):")
+    for name, f in cls.Config.model_fields.items():
+        default = f.get_default(call_default_factory=True)
+        print(f"  {name}: {_type_name(f.annotation)} = {default!r}")
+        if f.description:
+            print(f"      {f.description}")
+    print()
+    print(f"JSON schema: mi-ideas show {cls.name} --schema")
+    return 0
+
+
+# -- run ----------------------------------------------------------------------------
+
+
+def _format_value(v: float) -> str:
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    if v == int(v) and abs(v) < 1e12:
+        return str(int(v))
+    return f"{v:.4g}"
+
+
+def print_metrics(result: Any, out: Any = sys.stdout) -> None:
+    """The headline metrics as a small table: metric, value, definition."""
+    metrics = result.metrics
+    if not metrics:
+        return
+    w = max(len(k) for k in metrics)
+    vals = {k: _format_value(float(v)) for k, v in metrics.items()}
+    vw = max(len(v) for v in vals.values())
+    print(f"{'metric':<{w}}  {'value':>{vw}}  definition", file=out)
+    print(f"{'-' * w}  {'-' * vw}  {'-' * 10}", file=out)
+    for k in metrics:
+        print(f"{k:<{w}}  {vals[k]:>{vw}}  {result.definitions.get(k, '')}", file=out)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mi_ideas.runs import execute
+
+    host = _host(args)
+    record = execute(
+        args.idea,
+        file=args.config,
+        sets=args.set or [],
+        seed=args.seed,
+        out=args.out,
+        host=host,
+        quiet=args.quiet,
+        command=["mi-ideas", *sys.argv[1:]],
+    )
+    print_metrics(record.result)
+    print(f"\nrun directory: {record.path}")
+    return 0
+
+
+# -- plugins ------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    host = _host(args)
+    try:
+        host.ideas  # noqa: B018 - registering ideas may itself mark a plugin failed
+    except MiIdeasError as exc:
+        print(f"mi-ideas: warning: {exc}", file=sys.stderr)
+    plugins = sorted(host.plugins.values(), key=lambda p: p.name)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in plugins], indent=2))
+        return 0
+    if not plugins:
+        print("No plugins are installed.")
+        return 0
+    for p in plugins:
+        dist = f"{p.distribution} {p.version}" if p.distribution else "(not installed as a package)"
+        ideas = ", ".join(p.ideas) if p.ideas else "-"
+        print(f"{p.name}  [{p.status}]  {dist}")
+        print(f"    ideas: {ideas}")
+        if p.error:
+            print(f"    error: {p.error}")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--disable-plugin", action="append", metavar="NAME", default=argparse.SUPPRESS,
+        help="do not load this plugin (repeatable; also MI_IDEAS_DISABLE_PLUGINS=a,b)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="mi-ideas",
+        description="Mechanistic-interpretability project ideas as runnable experiments.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("list", parents=[common], help="list every idea, grouped by size")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", parents=[common], help="describe an idea and its config fields")
+    p.add_argument("idea")
+    p.add_argument("--schema", action="store_true", help="print the config's JSON schema")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("run", parents=[common], help="run an idea into a new run directory")
+    p.add_argument("idea")
+    p.add_argument("--config", metavar="FILE", help="config file (.yaml, .toml or .json)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one config field (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", metavar="DIR",
+                   help="runs directory (default ./runs or MI_IDEAS_RUNS_DIR); the run goes "
+                        "to DIR/<idea>/<timestamp>-<hash>/")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plugins", parents=[common], help="list plugins and their status")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MiIdeasError as exc:
+        print(f"mi-ideas: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mi-ideas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The whole mi-ideas plugin API, in one file.
+
+A plugin is any module or object with functions decorated by :data:`hookimpl` whose names
+match the hooks below. Installed packages expose plugins through the entry-point group
+``mi_ideas`` (the built-in ideas are registered the same way)::
+
+    [project.entry-points.mi_ideas]
+    my-idea = "my_package.plugin"
+
+Every hook is documented in ``docs/hooks.md`` and tested in ``tests/test_hooks.py``;
+``tests/test_docs.py`` fails when a hook here is missing from either.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    from mi_ideas.idea import Idea, IdeaResult
+    from mi_ideas.runs import RunRecord
+
+PROJECT = "mi_ideas"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def mi_ideas_register_ideas(register: Callable[[type[Idea]], None]) -> None:
+    """Register the ideas a plugin provides.
+
+    Called once, when the host loads its plugins (the first time a command or
+    :func:`mi_ideas.run` needs the list of ideas).
+
+    :param register: call ``register(IdeaClass)`` once per idea. ``IdeaClass`` is a
+        subclass of :class:`mi_ideas.idea.Idea` with ``name``, ``summary``, ``Config``
+        and ``Result`` set. Registering a name another plugin already registered is an
+        error that names both plugins.
+
+    Keep the module that implements this hook cheap to import: ``mi-ideas list`` imports
+    every plugin, and must not pull in torch, nnsight, transformers or sae_lens. Import
+    heavy libraries inside ``Idea.run``.
+
+    The return value is ignored.
+    """
+
+
+@hookspec
+def mi_ideas_run_started(run: RunRecord) -> None:
+    """Observe a run that is about to start.
+
+    Called after the config is validated and the run directory is created, before the
+    idea's ``run`` method is called.
+
+    :param run: the run's :class:`mi_ideas.runs.RunRecord` (idea name, validated config,
+        seed, run directory, provenance with ``status == "running"``).
+
+    The return value is ignored. An exception raised here fails the run.
+    """
+
+
+@hookspec
+def mi_ideas_run_finished(run: RunRecord, result: IdeaResult | None) -> None:
+    """Observe a run that has ended, whatever the outcome.
+
+    Called after the run directory has been finalised: ``run.provenance.status`` is
+    ``"complete"``, ``"failed"`` (``run.provenance.error`` holds the error) or
+    ``"interrupted"`` (Ctrl-C).
+
+    :param run: the run's :class:`mi_ideas.runs.RunRecord`.
+    :param result: the idea's result when the run completed, else ``None``.
+
+    The return value is ignored. Exceptions raised here are reported as warnings and
+    do not change the run's status (the run directory is already final).
+    """
+
+
+def hook_names() -> list[str]:
+    """Names of every hook specified in this module."""
+    return sorted(n for n, v in globals().items() if n.startswith("mi_ideas_") and callable(v))
