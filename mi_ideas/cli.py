@@ -108,8 +108,9 @@ def _format_value(v: float) -> str:
     return f"{v:.4g}"
 
 
-def print_metrics(result: Any, out: Any = sys.stdout) -> None:
+def print_metrics(result: Any, out: Any = None) -> None:
     """The headline metrics as a small table: metric, value, definition."""
+    out = out or sys.stdout
     metrics = result.metrics
     if not metrics:
         return

@@ -1,0 +1,70 @@
+"""One test per hook in mi_ideas.hookspecs (tests/test_docs.py checks every hook has one)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import mi_ideas
+from mi_ideas import hookimpl
+
+
+class RunLogger:
+    """A plugin that logs every run, as a wandb or notification plugin would."""
+
+    def __init__(self):
+        self.events = []
+
+    @hookimpl
+    def mi_ideas_run_started(self, run):
+        # at this point the run directory exists with its config and a running status
+        status = json.loads((run.path / "provenance.json").read_text())["status"]
+        self.events.append(("started", run.idea, status, (run.path / "config.json").is_file()))
+
+    @hookimpl
+    def mi_ideas_run_finished(self, run, result):
+        self.events.append(("finished", run.idea, run.provenance.status, result is not None))
+
+
+def test_hook_mi_ideas_register_ideas(register_plugin, mi_ideas_host):
+    from tests.toy_plugin import Echo
+
+    class P:
+        @hookimpl
+        def mi_ideas_register_ideas(self, register):
+            register(Echo)
+
+    info = register_plugin(P(), name="p")
+    assert mi_ideas_host.get_idea("toy-echo") is Echo
+    assert info.ideas == ["toy-echo"]
+
+
+def test_hook_mi_ideas_run_started(toy_host, register_plugin, tmp_path):
+    logger = RunLogger()
+    register_plugin(logger, name="logger")
+    mi_ideas.run("toy-echo", out=tmp_path, quiet=True)
+    assert logger.events[0] == ("started", "toy-echo", "running", True)
+
+
+def test_hook_mi_ideas_run_finished(toy_host, register_plugin, tmp_path):
+    logger = RunLogger()
+    register_plugin(logger, name="logger")
+    mi_ideas.run("toy-echo", out=tmp_path, quiet=True)
+    with pytest.raises(mi_ideas.RunError):
+        mi_ideas.run("toy-fail", out=tmp_path, quiet=True)
+    finished = [e for e in logger.events if e[0] == "finished"]
+    assert finished == [("finished", "toy-echo", "complete", True),
+                        ("finished", "toy-fail", "failed", False)]
+
+
+def test_a_raising_finished_hook_does_not_change_the_run(toy_host, register_plugin, tmp_path, capsys):
+    class Raiser:
+        @hookimpl
+        def mi_ideas_run_finished(self, run, result):
+            raise RuntimeError("observer broke")
+
+    register_plugin(Raiser(), name="raiser")
+    result = mi_ideas.run("toy-echo", out=tmp_path, quiet=True)
+    assert result.provenance.status == "complete"
+    assert "observer broke" in capsys.readouterr().err

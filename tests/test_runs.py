@@ -1,0 +1,99 @@
+"""Run directories: contents, provenance, atomicity, failure marking, reading back."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import mi_ideas
+from mi_ideas.errors import ConfigError, RunError
+from mi_ideas.runs import execute, load_run
+
+
+def _files(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
+def test_complete_run_directory_reads_back_into_the_same_objects(toy_host, tmp_path):
+    result = mi_ideas.run("toy-echo", n=5, mode="max", seed=3, out=tmp_path, quiet=True)
+    run_dir = tmp_path / "toy-echo" / result.run_dir.split("/")[-1]
+    assert _files(run_dir) == [
+        "artifacts/draws.safetensors", "config.json", "figures/draws.png",
+        "provenance.json", "result.json",
+    ]
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert prov["status"] == "complete" and prov["seed"] == 3 and prov["wall_time_s"] >= 0
+    assert prov["packages"]["torch"] == torch.__version__
+    assert prov["plugin"] == "toy"
+
+    record = load_run(run_dir)
+    assert record.config == toy_host.get_idea("toy-echo").Config(n=5, mode="max")
+    assert record.result.metrics["value"] == result.metrics["value"]
+    assert math.isnan(record.result.metrics["nan_metric"])  # NaN survives the JSON round trip
+    assert record.result.provenance.status == "complete"
+    draws = record.load_artifact("draws")["x"]
+    assert float(draws.max()) == pytest.approx(result.metrics["value"])
+    # the artifact is the seeded draw: same seed, same numbers
+    assert torch.equal(draws, torch.rand(5, generator=torch.Generator().manual_seed(3)))
+
+
+def test_same_seed_same_result_different_seed_different_result(toy_host, tmp_path):
+    a = mi_ideas.run("toy-echo", seed=1, out=tmp_path, quiet=True)
+    b = mi_ideas.run("toy-echo", seed=1, out=tmp_path, quiet=True)
+    c = mi_ideas.run("toy-echo", seed=2, out=tmp_path, quiet=True)
+    assert a.metrics["value"] == b.metrics["value"] != c.metrics["value"]
+    assert len({a.run_dir, b.run_dir, c.run_dir}) == 3  # never reuses a directory
+
+
+def test_failed_run_is_marked_failed_with_nothing_half_written(toy_host, tmp_path):
+    with pytest.raises(RunError, match="the toy idea failed on purpose") as err:
+        execute("toy-fail", out=tmp_path, host=toy_host, quiet=True)
+    run_dir = tmp_path / "toy-fail"
+    (run_dir,) = run_dir.iterdir()
+    assert str(run_dir) == err.value.run_dir
+    assert _files(run_dir) == ["artifacts/partial.json", "config.json", "provenance.json"]
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert prov["status"] == "failed"
+    assert "ValueError: the toy idea failed on purpose" in prov["error"]
+    assert "Traceback" in prov["traceback"]
+    assert load_run(run_dir).result is None
+
+
+def test_interrupted_run_is_marked_interrupted(toy_host, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        execute("toy-fail", config={"how": "interrupt"}, out=tmp_path, host=toy_host, quiet=True)
+    (run_dir,) = (tmp_path / "toy-fail").iterdir()
+    assert json.loads((run_dir / "provenance.json").read_text())["status"] == "interrupted"
+
+
+def test_bad_config_writes_nothing(toy_host, tmp_path):
+    with pytest.raises(ConfigError):
+        execute("toy-echo", config={"n": 0}, out=tmp_path, host=toy_host)
+    assert not (tmp_path / "toy-echo").exists()
+
+
+def test_python_api_accepts_a_config_object(toy_host, tmp_path):
+    cfg = toy_host.get_idea("toy-echo").Config(n=2)
+    result = mi_ideas.run("toy-echo", cfg, scale=2.0, out=tmp_path, quiet=True)
+    assert load_run(result.run_dir).config == cfg.model_copy(update={"scale": 2.0})
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    from mi_ideas.idea import atomic_path
+
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert _files(tmp_path) == ["x.json"]
+
+
+def test_load_run_rejects_a_non_run_directory(tmp_path):
+    with pytest.raises(mi_ideas.UsageError, match="not a run directory"):
+        load_run(tmp_path)
