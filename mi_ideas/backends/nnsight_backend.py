@@ -1,0 +1,334 @@
+"""The nnsight back-end: any Hugging Face causal LM, through nnsight's ``TransformersModel``.
+
+Every architecture gets the same module names through nnsight's own ``rename=`` aliases
+(nnterp's approach; nnterp itself does not import with nnsight 0.8): ``layers``,
+``layers[i].attn``, ``.mlp``, ``.ln_1``, ``.ln_2``, ``ln_final``, ``embed``, ``unembed``, and,
+for architectures that normalise a sublayer's output before adding it (Gemma-2),
+``attn_post_norm`` / ``mlp_post_norm``. A new architecture is one entry in
+:data:`ARCHITECTURES` (or a plugin back-end), never a new code path.
+
+Code inside the trace uses torch and :mod:`mi_ideas.trace_ops` only, which imports
+nothing but torch, so the same trace can run on a server without mi_ideas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mi_ideas import trace_ops
+from mi_ideas.errors import UsageError
+from mi_ideas.sites import Site, sort_sites
+from mi_ideas.subject import Batch, ForwardOutput, Intervention, StatsRequest, Subject, position_index
+
+_LLAMA_LIKE = {
+    "model.layers": "layers",
+    "model.norm": "ln_final",
+    "model.embed_tokens": "embed",
+    "lm_head": "unembed",
+    "self_attn": "attn",
+    "input_layernorm": "ln_1",
+    "post_attention_layernorm": "ln_2",
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How one Hugging Face architecture maps onto the standard module names."""
+
+    rename: dict[str, str]
+    #: config attribute that says attention and MLP both read resid_pre (GPT-NeoX)
+    parallel_attr: str | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "gpt2": Architecture({
+        "transformer.h": "layers",
+        "transformer.ln_f": "ln_final",
+        "transformer.wte": "embed",
+        "lm_head": "unembed",
+    }),
+    "gpt_neox": Architecture({
+        "gpt_neox.layers": "layers",
+        "gpt_neox.final_layer_norm": "ln_final",
+        "gpt_neox.embed_in": "embed",
+        "embed_out": "unembed",
+        "attention": "attn",
+        "input_layernorm": "ln_1",
+        "post_attention_layernorm": "ln_2",
+    }, parallel_attr="use_parallel_residual", notes="Pythia: parallel attention+MLP, no resid_mid"),
+    "llama": Architecture(_LLAMA_LIKE),
+    "mistral": Architecture(_LLAMA_LIKE),
+    "qwen2": Architecture(_LLAMA_LIKE),
+    "qwen3": Architecture(_LLAMA_LIKE),
+    "gemma2": Architecture({
+        **{k: v for k, v in _LLAMA_LIKE.items() if k != "post_attention_layernorm"},
+        "pre_feedforward_layernorm": "ln_2",
+        "post_attention_layernorm": "attn_post_norm",
+        "post_feedforward_layernorm": "mlp_post_norm",
+    }, notes="attn_out / mlp_out are read after Gemma-2's post-sublayer norms"),
+}
+
+
+def architecture_of(config: Any) -> Architecture:
+    """The :class:`Architecture` for a Hugging Face config, or a clear error."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise UsageError(
+            f"the nnsight back-end has no site mapping for architecture {model_type!r}. "
+            f"Supported: {', '.join(sorted(ARCHITECTURES))}. Add an entry to "
+            f"mi_ideas.backends.nnsight_backend.ARCHITECTURES (or register a back-end from a "
+            f"plugin) naming its blocks, attention, MLP and norms."
+        )
+    return ARCHITECTURES[model_type]
+
+
+def weights_fingerprint(module: Any) -> str:
+    """A short hash of a model's config and a sample of every parameter (cheap, weight-sensitive)."""
+    import torch
+
+    h = hashlib.sha256()
+    cfg = getattr(module, "config", None)
+    if cfg is not None:
+        h.update(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.device.type == "meta":
+                continue
+            flat = p.detach().reshape(-1)
+            h.update(name.encode())
+            h.update(str(tuple(p.shape)).encode())
+            h.update(flat[:256].float().cpu().numpy().tobytes())
+            h.update(flat[-256:].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class NNsightSubject(Subject):
+    """A subject run through nnsight (locally, or remotely with ``remote=``)."""
+
+    backend = "nnsight"
+
+    def __init__(self, model: Any, *, spec: str | None = None, remote: Any = False,
+                 check: bool = True):
+        config = model.config
+        self.arch = architecture_of(config)
+        self.model = model
+        self.remote_arg = remote
+        self.remote = bool(remote)
+        n_layers = int(getattr(config, "num_hidden_layers", None) or config.n_layer)
+        d_model = int(getattr(config, "hidden_size", None) or config.n_embd)
+        parallel = bool(self.arch.parallel_attr and getattr(config, self.arch.parallel_attr, False))
+        fingerprint = ""
+        if not self.remote:
+            fingerprint = weights_fingerprint(model._module)
+        super().__init__(
+            spec=spec or str(getattr(model, "repo_id", "nnsight-model")),
+            tokenizer=model.tokenizer, n_layers=n_layers, d_model=d_model,
+            d_vocab=int(config.vocab_size), parallel_residual=parallel, fingerprint=fingerprint,
+        )
+        if check:
+            self.check_renaming(run=not self.remote)
+
+    # -- renaming check ----------------------------------------------------------------
+
+    def check_renaming(self, run: bool = True) -> None:
+        """Check the aliases resolved: layer count, required modules, and site shapes."""
+        m = self.model
+        problems = []
+        layers = getattr(m, "layers", None)
+        if layers is None:
+            problems.append("no 'layers' alias")
+        elif len(layers) != self.n_layers:
+            problems.append(f"'layers' has {len(layers)} blocks, config says {self.n_layers}")
+        for name in ("ln_final", "unembed"):
+            if not hasattr(m, name):
+                problems.append(f"no {name!r} alias")
+        if layers is not None and len(layers):
+            for name in ("attn", "mlp", "ln_1", "ln_2"):
+                if not hasattr(layers[0], name):
+                    problems.append(f"block 0 has no {name!r} alias")
+        if not problems and run:
+            out = self.forward([[1, 2, 3]] if self.tokenizer is None else self.tokenize("a b"),
+                               read=self.sites, positions="all")
+            for site, x in out.activations.items():
+                want = self.d_vocab if site == "logits" else self.d_model
+                if x.shape[-1] != want:
+                    problems.append(f"site {site} has width {x.shape[-1]}, expected {want}")
+        if problems:
+            raise UsageError(
+                f"nnsight renaming check failed for {self.spec!r} "
+                f"({self.model.config.model_type}): {'; '.join(problems)}. The module names "
+                f"of this checkpoint differ from mi_ideas.backends.nnsight_backend.ARCHITECTURES."
+            )
+
+    # -- forward ---------------------------------------------------------------------
+
+    def _envoy(self, site: Site) -> tuple[Any, str, int | None]:
+        """(envoy, 'input' | 'output', tuple index) where a site lives."""
+        m = self.model
+        if site.kind == "ln_final":
+            return m.ln_final, "output", None
+        block = m.layers[site.layer]
+        if site.kind == "resid_pre":
+            return block, "input", None
+        if site.kind == "resid_post":
+            return block, "output", 0
+        if site.kind == "attn_out":
+            if hasattr(block, "attn_post_norm"):
+                return block.attn_post_norm, "output", None
+            return block.attn, "output", 0
+        if site.kind == "resid_mid":
+            return block.ln_2, "input", None
+        if site.kind == "mlp_in":
+            return block.mlp, "input", None
+        if site.kind == "mlp_out":
+            if hasattr(block, "mlp_post_norm"):
+                return block.mlp_post_norm, "output", None
+            return block.mlp, "output", 0
+        raise UsageError(f"site {site} has no nnsight location")  # pragma: no cover
+
+    def _forward(self, batch: Batch, read: dict[str, Site], positions: Any,
+                 interventions: list[Intervention], logits: bool,
+                 stats: StatsRequest | None) -> ForwardOutput:
+        import torch
+
+        read_index = position_index(positions, batch)
+        # Everything the trace touches, in execution order: (site, interventions, names to read).
+        names = list(read) + [iv.site for iv in interventions]
+        plan = []
+        for site in sort_sites(names, self.n_layers):
+            if site.kind == "logits":
+                continue
+            ivs = [(iv.op, iv.value, position_index(iv.positions, batch))
+                   for iv in interventions if self.site(iv.site) == site]
+            if ivs and site.kind == "resid_mid":
+                raise UsageError(
+                    "the nnsight back-end can read resid_mid but not intervene on it (the "
+                    "residual stream is not a module boundary there); intervene on "
+                    f"attn_out.{site.layer} or resid_pre/resid_post instead."
+                )
+            reads = [n for n, s in read.items() if s == site]
+            plan.append((self._envoy(site), ivs, reads))
+        want_stats = stats is not None and stats.wants_anything()
+        stat_index = position_index(stats.positions, batch) if want_stats else None
+        final_envoy = self.model.ln_final if want_stats and stats.final_norm else None
+        read_logits = "logits" in [s.kind for s in read.values()]
+        saved: dict[str, Any] = {}
+
+        kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      position_ids=batch.position_ids)
+        trace_kwargs = {"remote": self.remote_arg} if self.remote else {}
+        with torch.no_grad(), self.model.trace(**kwargs, **trace_kwargs):
+            # Only torch and trace_ops below: this block may run on a remote server.
+            final_resid = None
+            for (envoy, where, tuple_index), ivs, reads in plan:
+                if final_envoy is not None and envoy is final_envoy:
+                    final_resid = final_envoy.input
+                raw = getattr(envoy, where)
+                value = raw[tuple_index] if isinstance(raw, tuple) else raw
+                if ivs:
+                    for op, v, idx in ivs:
+                        value = trace_ops.intervene(value, op, v, idx)
+                    if isinstance(raw, tuple):
+                        setattr(envoy, where, (value, *raw[1:]))
+                    else:
+                        setattr(envoy, where, value)
+                for name in reads:
+                    saved[name] = trace_ops.select(value, read_index).detach().cpu().save()
+            if final_envoy is not None and final_resid is None:
+                final_resid = final_envoy.input
+            out_logits = self.model.output.logits
+            if read_logits:
+                for name, s in read.items():
+                    if s.kind == "logits":
+                        saved[name] = trace_ops.select(out_logits, read_index).detach().cpu().save()
+            if logits:
+                saved["__logits__"] = out_logits.detach().cpu().save()
+            if want_stats:
+                computed = trace_ops.stats(out_logits, final_resid, stat_index,
+                                           stats.kl_reference, stats.topk, stats.entropy,
+                                           stats.final_norm)
+                saved["__stats__"] = nnsave({k: v.detach().cpu() for k, v in computed.items()})
+
+        result = ForwardOutput()
+        for name in read:
+            result.activations[name] = _value(saved[name])
+        if logits:
+            result.logits = _value(saved["__logits__"])
+        if want_stats:
+            result.stats = {k: _value(v) for k, v in _value(saved["__stats__"]).items()}
+        return result
+
+
+def nnsave(obj: Any) -> Any:
+    """Save a value from inside a trace (``nnsight.save`` works on dicts and tensors)."""
+    import nnsight
+
+    return nnsight.save(obj)
+
+
+def _value(x: Any) -> Any:
+    return getattr(x, "value", x)
+
+
+# -- loading -----------------------------------------------------------------------------
+
+
+def load_nnsight(source: Any, *, spec: str | None = None, remote: Any = False,
+                 dtype: Any = None, tokenizer: Any = None, check: bool = True) -> NNsightSubject:
+    """A :class:`NNsightSubject` from a repo id / local directory / loaded HF model / nnsight model."""
+    import warnings
+
+    from nnsight import LanguageModel, TransformersModel
+
+    if isinstance(source, (TransformersModel, LanguageModel)):
+        model = source
+        config = model.config
+        rename = _merged_rename(getattr(model, "_rename", None), architecture_of(config).rename)
+        if rename != (getattr(model, "_rename", None) or {}):
+            raise UsageError(
+                "pass your nnsight model with mi-ideas's standard aliases, e.g. "
+                "TransformersModel(repo, rename=mi_ideas.backends.nnsight_backend."
+                f"ARCHITECTURES[{config.model_type!r}].rename), or pass the repo id / "
+                "directory and mi-ideas will build it."
+            )
+        return NNsightSubject(model, spec=spec, remote=remote, check=check)
+
+    from transformers import AutoConfig, PreTrainedModel
+
+    if isinstance(source, PreTrainedModel):
+        config = source.config
+    else:
+        try:
+            config = AutoConfig.from_pretrained(str(source))
+        except OSError as exc:
+            raise UsageError(
+                f"cannot load a model config from {str(source)!r}: {exc}. Give a local Hugging "
+                f"Face model directory (with config.json) or a repo id reachable from here "
+                f"(HF_HUB_OFFLINE=1 allows only what is in the local cache)."
+            ) from None
+    arch = architecture_of(config)
+    kwargs: dict[str, Any] = {"task": "text-generation", "rename": dict(arch.rename)}
+    if tokenizer is not None:
+        kwargs["tokenizer"] = tokenizer
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if not remote:
+        kwargs["dispatch"] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TransformersModel(source, **kwargs)
+    if not remote:
+        model._module.eval()
+    return NNsightSubject(model, spec=spec or str(source), remote=remote, check=check)
+
+
+def _merged_rename(existing: dict | None, standard: dict) -> dict:
+    merged = dict(existing or {})
+    for k, v in standard.items():
+        merged.setdefault(k, v)
+    return merged

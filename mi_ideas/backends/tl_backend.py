@@ -1,0 +1,181 @@
+"""The TransformerLens back-end: ``HookedTransformer`` and SAELens's ``HookedSAETransformer``.
+
+Models are built with LayerNorm weights *not* folded and writing weights not centred, so
+every hook holds the same numbers as the Hugging Face model (the agreement test checks
+this against the nnsight back-end). Local models are built from their config plus
+converted weights (``transformer_lens.pretrained.weight_conversions``), never with
+``from_pretrained``, which asks the Hub.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from mi_ideas import trace_ops
+from mi_ideas.errors import UsageError
+from mi_ideas.sites import Site, to_hook_name
+from mi_ideas.subject import Batch, ForwardOutput, Intervention, StatsRequest, Subject, position_index
+
+_NO_FOLD = dict(fold_ln=False, center_writing_weights=False, center_unembed=False,
+                fold_value_biases=False)
+
+
+class TLSubject(Subject):
+    """A subject run by TransformerLens (local only)."""
+
+    backend = "transformer_lens"
+
+    def __init__(self, model: Any, *, spec: str | None = None):
+        cfg = model.cfg
+        if getattr(cfg, "normalization_type", None) in ("LNPre", "RMSPre"):
+            warnings.warn(
+                "this HookedTransformer has folded LayerNorm weights: its resid/attn/mlp "
+                "sites are equivalent but not numerically equal to the Hugging Face model's "
+                "(mlp_in differs). Build it with fold_ln=False to compare across back-ends.",
+                stacklevel=2,
+            )
+        self.model = model.eval()
+        from mi_ideas.backends.nnsight_backend import weights_fingerprint
+
+        super().__init__(
+            spec=spec or f"tl:{cfg.model_name}", tokenizer=model.tokenizer,
+            n_layers=cfg.n_layers, d_model=cfg.d_model, d_vocab=cfg.d_vocab,
+            parallel_residual=bool(getattr(cfg, "parallel_attn_mlp", False)),
+            fingerprint=weights_fingerprint(model),
+        )
+
+    def _forward(self, batch: Batch, read: dict[str, Site], positions: Any,
+                 interventions: list[Intervention], logits: bool,
+                 stats: StatsRequest | None) -> ForwardOutput:
+        import torch
+
+        read_index = position_index(positions, batch)
+        saved: dict[str, torch.Tensor] = {}
+        by_hook: dict[str, tuple[list, list]] = {}
+        for name, site in read.items():
+            if site.kind != "logits":
+                by_hook.setdefault(to_hook_name(site), ([], []))[1].append(name)
+        for iv in interventions:
+            site = self.site(iv.site)
+            if site.kind == "logits":
+                raise UsageError("interventions on logits are not supported; change ln_final.")
+            by_hook.setdefault(to_hook_name(site), ([], []))[0].append(
+                (iv.op, iv.value, position_index(iv.positions, batch)))
+        want_stats = stats is not None and stats.wants_anything()
+        if want_stats and stats.final_norm:
+            by_hook.setdefault("blocks.%d.hook_resid_post" % (self.n_layers - 1), ([], []))
+
+        final: dict[str, torch.Tensor] = {}
+
+        def make_hook(ivs: list, names: list):
+            def hook(x, hook):
+                for op, v, idx in ivs:
+                    x = trace_ops.intervene(x, op, v, idx)
+                for n in names:
+                    saved[n] = trace_ops.select(x, read_index).detach().clone()
+                if hook.name == f"blocks.{self.n_layers - 1}.hook_resid_post":
+                    final["resid"] = x.detach().clone()
+                return x
+            return hook
+
+        hooks = [(h, make_hook(ivs, names)) for h, (ivs, names) in by_hook.items()]
+        with torch.no_grad():
+            out_logits = self.model.run_with_hooks(
+                batch.input_ids, attention_mask=batch.attention_mask, fwd_hooks=hooks,
+                padding_side="left", prepend_bos=False,
+            )
+        result = ForwardOutput()
+        for name, site in read.items():
+            if site.kind == "logits":
+                saved[name] = trace_ops.select(out_logits, read_index)
+            result.activations[name] = saved[name]
+        if logits:
+            result.logits = out_logits
+        if want_stats:
+            result.stats = trace_ops.stats(out_logits, final.get("resid"),
+                                           position_index(stats.positions, batch),
+                                           stats.kl_reference, stats.topk, stats.entropy,
+                                           stats.final_norm)
+        return result
+
+
+def _gpt2_config(hf_config: Any, name: str) -> Any:
+    from transformer_lens import HookedTransformerConfig
+
+    c = hf_config
+    return HookedTransformerConfig(
+        model_name=name, n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head,
+        d_head=c.n_embd // c.n_head, d_mlp=c.n_inner or 4 * c.n_embd, d_vocab=c.vocab_size,
+        n_ctx=c.n_positions, act_fn=c.activation_function, normalization_type="LN",
+        eps=c.layer_norm_epsilon, positional_embedding_type="standard",
+        original_architecture="GPT2LMHeadModel", default_prepend_bos=True,
+        scale_attn_by_inverse_layer_idx=bool(getattr(c, "scale_attn_by_inverse_layer_idx", False)),
+        device="cpu",
+    )
+
+
+def build_from_hf_dir(path: str | Path, *, sae_transformer: bool = False, name: str | None = None
+                      ) -> Any:
+    """A HookedTransformer (or HookedSAETransformer) from a local HF directory, offline."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UsageError(f"{str(path)!r} is not a Hugging Face model directory (no config.json).")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+        tok = AutoTokenizer.from_pretrained(str(path))
+    if sae_transformer:
+        from sae_lens import HookedSAETransformer as cls
+    else:
+        from transformer_lens import HookedTransformer as cls
+    name = name or path.name
+    if hf.config.model_type == "gpt2":
+        from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+
+        cfg = _gpt2_config(hf.config, name)
+        state_dict = convert_gpt2_weights(hf, cfg)
+    else:
+        from transformer_lens import loading_from_pretrained as lp
+
+        try:
+            cfg = lp.get_pretrained_model_config(str(path), fold_ln=False, device="cpu",
+                                                 dtype=torch.float32)
+            state_dict = lp.get_pretrained_state_dict(str(path), cfg, hf_model=hf)
+        except Exception as exc:  # noqa: BLE001 - TL raises many kinds here
+            raise UsageError(
+                f"TransformerLens could not convert the {hf.config.model_type!r} model in "
+                f"{str(path)!r}: {type(exc).__name__}: {exc}. Use the nnsight back-end "
+                f"(--model hf:{path}) for this architecture."
+            ) from None
+    model = cls(cfg, tokenizer=tok, move_to_device=False)
+    model.load_and_process_state_dict(state_dict, **_NO_FOLD)
+    return model.eval()
+
+
+def load_tl(source: Any, *, spec: str | None = None, sae_transformer: bool = False) -> TLSubject:
+    """A :class:`TLSubject` from a HookedTransformer, a local HF directory, or an official name."""
+    from transformer_lens import HookedTransformer
+
+    if isinstance(source, HookedTransformer):
+        return TLSubject(source, spec=spec)
+    if Path(str(source)).is_dir():
+        return TLSubject(build_from_hf_dir(source, sae_transformer=sae_transformer),
+                         spec=spec or f"tl:{source}")
+    # An official TransformerLens name: real loading code, which needs the Hub.
+    cls = HookedTransformer
+    if sae_transformer:
+        from sae_lens import HookedSAETransformer as cls  # type: ignore[no-redef]
+    try:
+        model = cls.from_pretrained(str(source), **_NO_FOLD)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(
+            f"TransformerLens could not load {str(source)!r}: {type(exc).__name__}: {exc}. "
+            f"Offline, only local directories and zoo: models load; check the name against "
+            f"TransformerLens's list of official models."
+        ) from None
+    return TLSubject(model, spec=spec or f"tl:{source}")

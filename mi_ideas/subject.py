@@ -1,0 +1,324 @@
+"""The subject: one interface over the model an idea studies, whatever runs it.
+
+Ideas receive a :class:`Subject` as ``ctx.subject`` and never call nnsight or
+TransformerLens for model calls themselves. Back-ends (nnsight, TransformerLens, and any a
+plugin registers through ``mi_ideas_register_backends``) implement :meth:`Subject._forward`
+(one forward pass with interventions and reads); everything else is shared.
+
+Conventions, the same for every back-end:
+
+- batches are **left-padded** (so position ``-1`` is every row's last real token) with
+  position ids derived from the attention mask;
+- ``prepend_bos=True`` by default, as TransformerLens does;
+- positions: ``"all"``, ``"last"``, an int, a list of ints, or a boolean ``(batch, seq)``
+  mask (which flattens the selected rows into ``(n, d)``);
+- interventions are applied, then sites are read, in the order a forward pass reaches
+  them; reads are copies, so a later intervention never changes an earlier read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
+
+from mi_ideas.errors import UsageError
+from mi_ideas.sites import Site, all_sites, parse_site, sort_sites
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+Positions = Union[Literal["all", "last"], int, Sequence[int], "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Token ids of a left-padded batch, with its attention mask and position ids."""
+
+    input_ids: "torch.Tensor"
+    attention_mask: "torch.Tensor"
+    texts: tuple[str, ...] | None = None
+
+    @property
+    def position_ids(self) -> "torch.Tensor":
+        return (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.input_ids.shape)  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """Change an activation during a forward pass.
+
+    ``op``: ``"add"`` adds ``value``; ``"replace"`` sets the activation to ``value``;
+    ``"ablate"`` sets it to zero, or to ``value`` when given (mean ablation).
+    ``value`` broadcasts against the selected activations: ``(d,)``, ``(batch, d)`` or
+    ``(batch, n_positions, d)``; with a boolean mask, ``(d,)`` or ``(n_selected, d)``.
+    """
+
+    site: str
+    op: Literal["add", "replace", "ablate"]
+    value: "torch.Tensor | None" = None
+    positions: Positions = "all"
+
+    def __post_init__(self) -> None:
+        if self.op not in ("add", "replace", "ablate"):
+            raise UsageError(f"intervention op must be add, replace or ablate, not {self.op!r}.")
+        if self.op in ("add", "replace") and self.value is None:
+            raise UsageError(f"an {self.op!r} intervention at {self.site!r} needs a value.")
+
+
+@dataclass
+class ForwardOutput:
+    """What a forward pass returns: activations read, optionally logits, derived stats."""
+
+    activations: dict[str, "torch.Tensor"] = field(default_factory=dict)
+    logits: "torch.Tensor | None" = None
+    stats: dict[str, "torch.Tensor"] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatsRequest:
+    """Derived statistics to compute next to the model (server-side when remote).
+
+    Computed at ``positions`` (default the last token): ``kl`` against
+    ``kl_reference`` (log-probabilities, shape ``(batch, [n_positions,] vocab)``),
+    KL(reference ‖ run) in nats; ``topk`` ids and log-probs; ``final_norm``, the L2 norm of
+    the final residual stream (the input of the final LayerNorm); ``entropy`` in nats.
+    """
+
+    positions: Positions = "last"
+    kl_reference: "torch.Tensor | None" = None
+    topk: int = 0
+    final_norm: bool = False
+    entropy: bool = False
+
+    def wants_anything(self) -> bool:
+        return self.kl_reference is not None or self.topk > 0 or self.final_norm or self.entropy
+
+
+class Subject:
+    """A model under study. Subclasses are back-ends; ideas use only this interface."""
+
+    backend: str = "abstract"
+    #: whether model calls go to a remote server (NDIF); back-ends set this.
+    remote: bool = False
+
+    def __init__(self, *, spec: str, tokenizer: Any, n_layers: int, d_model: int,
+                 d_vocab: int, parallel_residual: bool = False, fingerprint: str = ""):
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self.n_layers = n_layers
+        self.d_model = d_model
+        self.d_vocab = d_vocab
+        self.parallel_residual = parallel_residual
+        self._fingerprint = fingerprint
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.spec!r}, n_layers={self.n_layers}, "
+                f"d_model={self.d_model}, d_vocab={self.d_vocab})")
+
+    # -- facts ----------------------------------------------------------------------
+
+    @property
+    def sites(self) -> list[str]:
+        """Every standard site of this model, in execution order."""
+        return all_sites(self.n_layers, parallel_residual=self.parallel_residual)
+
+    def site(self, name: str) -> Site:
+        """Parse a site name (standard or TransformerLens hook name) for this model."""
+        s = parse_site(name, self.n_layers)
+        if s.kind == "resid_mid" and self.parallel_residual:
+            raise UsageError(
+                f"{self.spec} uses parallel attention and MLP (both read resid_pre), so it "
+                f"has no resid_mid site; use resid_pre.{s.layer} or resid_post.{s.layer}."
+            )
+        return s
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash identifying the model's weights (for caches)."""
+        return self._fingerprint or hashlib.sha256(self.spec.encode()).hexdigest()[:16]
+
+    # -- tokenization ---------------------------------------------------------------
+
+    def tokenize(self, texts: str | Sequence[str], *, prepend_bos: bool = True,
+                 max_length: int | None = None) -> Batch:
+        """Tokenize texts into a left-padded :class:`Batch`."""
+        import torch
+
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts:
+            raise UsageError("tokenize was given no texts.")
+        tok = self.tokenizer
+        rows: list[list[int]] = []
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        for text in texts:
+            ids = list(tok(text, add_special_tokens=False)["input_ids"])
+            if prepend_bos and bos is not None:
+                ids = [bos, *ids]
+            if max_length is not None:
+                ids = ids[:max_length]
+            if not ids:
+                raise UsageError(f"text {text!r} tokenizes to nothing; give a non-empty prompt.")
+            rows.append(ids)
+        return self.batch_from_ids(rows, texts=texts)
+
+    def batch_from_ids(self, rows: Sequence[Sequence[int]] | "torch.Tensor",
+                       texts: Sequence[str] | None = None) -> Batch:
+        """Left-pad token id lists (or take a full ``(batch, seq)`` tensor) into a Batch."""
+        import torch
+
+        if isinstance(rows, torch.Tensor):
+            ids = rows.long()
+            if ids.ndim == 1:
+                ids = ids[None]
+            return Batch(ids, torch.ones_like(ids), tuple(texts) if texts else None)
+        pad = self.pad_token_id
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if len(r):
+                ids[i, width - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
+                mask[i, width - len(r):] = 1
+        return Batch(ids, mask, tuple(texts) if texts else None)
+
+    @property
+    def pad_token_id(self) -> int:
+        tok = self.tokenizer
+        for pid in (tok.pad_token_id, tok.eos_token_id, 0):
+            if pid is not None:
+                return int(pid)
+        return 0  # pragma: no cover
+
+    def _as_batch(self, inputs: Any) -> Batch:
+        if isinstance(inputs, Batch):
+            return inputs
+        if isinstance(inputs, (str, list, tuple)) and (
+            isinstance(inputs, str) or all(isinstance(t, str) for t in inputs)
+        ):
+            return self.tokenize(inputs)
+        return self.batch_from_ids(inputs)
+
+    # -- model calls ------------------------------------------------------------------
+
+    def forward(
+        self,
+        inputs: Batch | str | Sequence[str] | "torch.Tensor",
+        *,
+        read: Sequence[str] = (),
+        positions: Positions = "all",
+        interventions: Sequence[Intervention] = (),
+        logits: bool = False,
+        stats: StatsRequest | None = None,
+    ) -> ForwardOutput:
+        """One forward pass: apply interventions, read sites, and return what was asked.
+
+        ``read`` sites come back under the names given, selected at ``positions``. Ask for
+        ``stats`` rather than ``logits`` when only KL / top-k / norms are needed: remote
+        back-ends then never download vocabulary-sized tensors.
+        """
+        batch = self._as_batch(inputs)
+        read_sites = {name: self.site(name) for name in read}
+        for iv in interventions:
+            self.site(iv.site)
+        return self._forward(batch, read_sites, positions, list(interventions), logits, stats)
+
+    def harvest(self, inputs: Any, sites: Sequence[str], positions: Positions = "all"
+                ) -> dict[str, "torch.Tensor"]:
+        """Activations at several sites from one forward pass."""
+        return self.forward(inputs, read=sites, positions=positions).activations
+
+    def logprobs(self, inputs: Any, *, positions: Positions = "last",
+                 interventions: Sequence[Intervention] = ()) -> "torch.Tensor":
+        """Next-token log-probabilities at ``positions`` (downloads vocab-sized tensors)."""
+        out = self.forward(inputs, logits=True, interventions=interventions)
+        batch = self._as_batch(inputs)
+        return select_positions(out.logits, positions, batch).float().log_softmax(-1)
+
+    def generate(self, inputs: Any, *, max_new_tokens: int = 20,
+                 interventions: Sequence[Intervention] = (), do_sample: bool = False,
+                 temperature: float = 1.0, seed: int = 0) -> "torch.Tensor":
+        """Generate continuations with interventions applied at every step.
+
+        Returns token ids ``(batch, prompt_len + max_new_tokens)``, the left-padded prompt
+        first. Each step re-runs the whole sequence, so an intervention with positions
+        ``"all"`` applies to every prompt and generated position; that costs more than a
+        KV cache but is exactly the same computation on every back-end (local or remote).
+        """
+        import torch
+
+        batch = self._as_batch(inputs)
+        for iv in interventions:
+            self.site(iv.site)
+            if not (isinstance(iv.positions, str) and iv.positions == "all"):
+                raise UsageError("interventions during generation must use positions='all'.")
+        gen = torch.Generator().manual_seed(seed)
+        ids, mask = batch.input_ids, batch.attention_mask
+        for _ in range(max_new_tokens):
+            step = Batch(ids, mask)
+            logits = self.forward(step, interventions=interventions, logits=True).logits[:, -1]
+            if do_sample:
+                probs = (logits.float() / max(temperature, 1e-6)).softmax(-1)
+                nxt = torch.multinomial(probs, 1, generator=gen)
+            else:
+                nxt = logits.argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt.to(ids.dtype)], dim=1)
+            mask = torch.cat([mask, torch.ones_like(nxt, dtype=mask.dtype)], dim=1)
+        return ids
+
+    def decode(self, ids: "torch.Tensor") -> list[str]:
+        """Token ids back to text, one string per row (padding removed)."""
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    # -- back-end duties ----------------------------------------------------------------
+
+    def _forward(self, batch: Batch, read: dict[str, Site], positions: Positions,
+                 interventions: list[Intervention], logits: bool,
+                 stats: StatsRequest | None) -> ForwardOutput:  # pragma: no cover
+        raise NotImplementedError
+
+
+# -- position specs -> indices (outside traces; trace_ops does the indexing) ----------
+
+
+def position_index(positions: Positions, batch: Batch) -> Any:
+    """A positions spec as an index for :mod:`mi_ideas.trace_ops` (None means all)."""
+    import torch
+
+    if isinstance(positions, str):
+        if positions == "all":
+            return None
+        if positions == "last":
+            return -1
+        raise UsageError(
+            f"positions must be 'all', 'last', an int, a list of ints or a boolean mask, "
+            f"not {positions!r}."
+        )
+    if isinstance(positions, torch.Tensor):
+        if positions.dtype == torch.bool:
+            if tuple(positions.shape) != batch.shape:
+                raise UsageError(
+                    f"a position mask must have the batch's shape {batch.shape}, "
+                    f"not {tuple(positions.shape)}."
+                )
+            return positions
+        return positions.long()
+    if isinstance(positions, int):
+        return positions
+    return torch.as_tensor(list(positions), dtype=torch.long)
+
+
+def select_positions(x: "torch.Tensor", positions: Positions, batch: Batch) -> "torch.Tensor":
+    """Select positions from a ``(batch, seq, ...)`` tensor."""
+    from mi_ideas import trace_ops
+
+    return trace_ops.select(x, position_index(positions, batch))
