@@ -38,6 +38,10 @@ def run(
     config_file: str | Path | None = None,
     quiet: bool = False,
     host: Any = None,
+    model: Any = None,
+    saes: Any = None,
+    data: Any = None,
+    remote: Any = None,
     **values: Any,
 ) -> IdeaResult:
     """Run an idea and return its result (the idea's own pydantic ``Result``).
@@ -45,6 +49,10 @@ def run(
     Config values come from ``config_file``, then ``config`` (a dict or the idea's Config),
     then keyword arguments: ``mi_ideas.run("cis-toy-model", task="tms", n_features=5)``.
     The run directory (``result.run_dir``) is created under ``out`` (default ``./runs``).
+    ``model`` is a spec (``"zoo:stories-gpt2"``, ``"hf:gpt2"``, ``"tl:gpt2"``) or your own
+    nnsight / TransformerLens / Hugging Face model object; ``saes`` a list of specs or
+    SAELens objects; ``data`` a spec or a list of strings; ``remote`` ``"local"``,
+    ``"ndif"`` or a URL.
     """
     from mi_ideas.runs import execute
 
@@ -53,7 +61,7 @@ def run(
         base = config.model_dump() if isinstance(config, IdeaConfig) else (config or {})
         merged = {**base, **values}
     record = execute(idea, config=merged, file=config_file, seed=seed, out=out, host=host,
-                     quiet=quiet, command=[])
+                     quiet=quiet, command=[], model=model, saes=saes, data=data, remote=remote)
     assert record.result is not None
     return record.result
 

@@ -136,6 +136,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         host=host,
         quiet=args.quiet,
         command=["mi-ideas", *sys.argv[1:]],
+        model=args.model,
+        saes=args.sae,
+        data=args.data,
+        remote=args.remote,
     )
     print_metrics(record.result)
     print(f"\nrun directory: {record.path}")
@@ -165,6 +169,53 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"    ideas: {ideas}")
         if p.error:
             print(f"    error: {p.error}")
+    return 0
+
+
+# -- zoo / cache ---------------------------------------------------------------------
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from mi_ideas import zoo
+
+    if args.verify:
+        bad = zoo.verify()
+        if bad:
+            for line in bad:
+                print(f"mismatch: {line}")
+            print(f"mi-ideas: error: {len(bad)} zoo file(s) differ from the manifest; "
+                  f"reinstall mi-ideas or retrain with python -m mi_ideas.zoo.train.",
+                  file=sys.stderr)
+            return 1
+        print("every zoo file matches its sha256 in the manifest")
+        return 0
+    rows = zoo.list_entries()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for row in rows:
+        figures = ", ".join(f"{k} {_format_value(float(v)) if isinstance(v, (int, float)) else v}"
+                            for k, v in row.get("figures", {}).items())
+        print(f"{row['kind']:<11} zoo:{row['name']}")
+        if figures:
+            print(f"    {figures}")
+        print(f"    {row['path']}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from mi_ideas import harvest
+
+    if args.action == "clear":
+        n = harvest.clear_cache()
+        print(f"removed {n} cached harvest(s) from {harvest.cache_root()}")
+        return 0
+    rows = harvest.list_cache()
+    if not rows:
+        print(f"no cached harvests in {harvest.cache_root()}")
+    for r in rows:
+        print(f"{r['key']}  {r['rows']} rows  {r['bytes'] / 2**20:.1f} MiB  {r['model']}  "
+              f"{r['data']}  {', '.join(r['sites'])}")
     return 0
 
 
@@ -204,11 +255,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs directory (default ./runs or MI_IDEAS_RUNS_DIR); the run goes "
                         "to DIR/<idea>/<timestamp>-<hash>/")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--model", metavar="SPEC",
+                   help="model: zoo:NAME, hf:REPO_OR_DIR (nnsight), tl:NAME|DIR|zoo:NAME "
+                        "(TransformerLens); default: the idea's (an embedded zoo model)")
+    p.add_argument("--sae", action="append", metavar="SPEC",
+                   help="dictionary: saelens:RELEASE/SAE_ID, zoo:NAME or a SAELens directory "
+                        "(repeatable)")
+    p.add_argument("--data", metavar="SPEC",
+                   help="dataset: zoo:stories[:N], template:FAMILY, text:PATH, hf:NAME[:SPLIT]")
+    p.add_argument("--remote", metavar="WHERE",
+                   help="run model calls remotely: local (nnsight's rehearsal), ndif, or a URL")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plugins", parents=[common], help="list plugins and their status")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("zoo", parents=[common], help="the embedded models and dictionaries")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--verify", action="store_true", help="check every file against the manifest")
+    p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("cache", parents=[common], help="harvested-activation cache")
+    p.add_argument("action", choices=["ls", "clear"])
+    p.set_defaults(func=cmd_cache)
     return parser
 
 

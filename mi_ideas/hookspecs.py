@@ -48,6 +48,37 @@ def mi_ideas_register_ideas(register: Callable[[type[Idea]], None]) -> None:
 
 
 @hookspec
+def mi_ideas_register_backends(register: Callable[..., None]) -> None:
+    """Register model back-ends: how a ``--model`` spec with a given prefix becomes a subject.
+
+    Called once, the first time a model spec is resolved.
+
+    :param register: call ``register(prefix, loader, description)``. ``prefix`` is the part
+        of a spec before the first ``:`` (``"hf"`` in ``hf:gpt2``); ``loader(rest, remote)``
+        receives the rest of the spec and the remote setting (``None``, ``"local"``, ``"ndif"``
+        or a URL) and returns a :class:`mi_ideas.subject.Subject`. A prefix registered twice
+        is an error naming both plugins. Built-in prefixes: ``zoo``, ``hf``, ``tl``, ``tlsae``.
+
+    The return value is ignored.
+    """
+
+
+@hookspec
+def mi_ideas_register_datasets(register: Callable[..., None]) -> None:
+    """Register datasets: how a ``--data`` spec with a given prefix becomes a dataset.
+
+    Called once, the first time a data spec is resolved.
+
+    :param register: call ``register(prefix, loader, description)``. ``loader(rest, seed)``
+        receives the rest of the spec (after ``prefix:``) and the run's seed and returns a
+        :class:`mi_ideas.data.Dataset`. Built-in prefixes: ``zoo``, ``text``, ``hf``,
+        ``template``. A prefix registered twice is an error naming both plugins.
+
+    The return value is ignored.
+    """
+
+
+@hookspec
 def mi_ideas_run_started(run: RunRecord) -> None:
     """Observe a run that is about to start.
 

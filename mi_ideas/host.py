@@ -26,6 +26,7 @@ from mi_ideas.errors import HostError, PluginLoadError, UnknownIdeaError
 from mi_ideas.idea import Idea, IdeaConfig, IdeaResult
 
 ENTRY_POINT_GROUP = "mi_ideas"
+BUILTINS = "mi-ideas-builtins"
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -50,6 +51,23 @@ class PluginInfo:
             "status": self.status,
             "error": self.error,
         }
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One entry of a prefix registry (model back-ends, datasets)."""
+
+    prefix: str
+    loader: Any
+    description: str
+    plugin: str
+
+
+def _own_version() -> str | None:
+    try:
+        return metadata.version("mi-ideas")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return None
 
 
 def _env_flag(name: str) -> bool:
@@ -86,6 +104,14 @@ class Host:
             self._trace()
         for name in self.disabled:
             self.pm.set_blocked(name)
+        self._registries: dict[str, dict[str, Registered]] = {}
+        from mi_ideas import builtins
+
+        # The host's own back-ends and datasets, registered through the same hooks a
+        # plugin uses (like llm's default plugins).
+        builtin_info = PluginInfo(name=BUILTINS, distribution="mi-ideas", version=_own_version())
+        self.plugins[BUILTINS] = builtin_info
+        self._register(builtins, builtin_info)
         if load_entrypoints:
             self._load_entrypoints()
 
@@ -139,6 +165,7 @@ class Host:
             self.pm.unregister(plugin, name=name)
         self.plugins.pop(name, None)
         self._ideas = None
+        self._registries.clear()
 
     def _register(self, plugin: Any, info: PluginInfo) -> None:
         try:
@@ -152,6 +179,7 @@ class Host:
             self._fail(info, f"{type(exc).__name__}: {exc}")
             return
         self._ideas = None
+        self._registries.clear()
 
     def _check_hook_names(self, plugin_name: str) -> None:
         """Reject a hookimpl whose name is not a known hook (a typo fails loudly)."""
@@ -265,6 +293,46 @@ class Host:
         self.ideas  # noqa: B018 - make sure the index is built
         owner = self._idea_plugin.get(idea_name)
         return self.plugins.get(owner) if owner else None
+
+    # -- prefix registries: model back-ends and datasets --------------------------------
+
+    @property
+    def backends(self) -> dict[str, Registered]:
+        """Model back-ends by spec prefix (``hf``, ``tl``, ``zoo``, ... and plugins')."""
+        return self._registry("mi_ideas_register_backends", "model back-end")
+
+    @property
+    def datasets(self) -> dict[str, Registered]:
+        """Dataset loaders by spec prefix (``zoo``, ``text``, ``hf``, ``template``, ...)."""
+        return self._registry("mi_ideas_register_datasets", "dataset")
+
+    def _registry(self, hook_name: str, what: str) -> dict[str, Registered]:
+        if hook_name in self._registries:
+            return self._registries[hook_name]
+        found: dict[str, Registered] = {}
+        for info in list(self.plugins.values()):
+            plugin = self.pm.get_plugin(info.name) if info.status == "loaded" else None
+            if plugin is None:
+                continue
+            entries: list[tuple] = []
+
+            def register(prefix: str, loader: Any, description: str = "",
+                         _into: list = entries) -> None:
+                _into.append((prefix, loader, description))
+
+            caller = self.pm.subset_hook_caller(
+                hook_name, remove_plugins=[p for p in self.pm.get_plugins() if p is not plugin])
+            caller(register=register)
+            for prefix, loader, description in entries:
+                if prefix in found:
+                    raise HostError(
+                        f"two plugins register a {what} for the prefix {prefix!r}: "
+                        f"{found[prefix].plugin!r} and {info.name!r}. Disable one of them "
+                        f"(--disable-plugin NAME) or choose another prefix."
+                    )
+                found[prefix] = Registered(prefix, loader, description, info.name)
+        self._registries[hook_name] = found
+        return found
 
     # -- observer hooks (a typed facade over pm.hook) --------------------------------
 

@@ -107,6 +107,15 @@ class Idea:
     Result: ClassVar[type[IdeaResult]] = IdeaResult
     #: Whether the idea's model calls can run remotely on NDIF.
     remote: ClassVar[bool] = False
+    #: Whether the idea studies a model (``--model``; ``ctx.subject``) and its default spec.
+    uses_model: ClassVar[bool] = False
+    default_model: ClassVar[str] = "zoo:stories-gpt2"
+    #: Whether the idea uses sparse dictionaries (``--sae``; ``ctx.saes``) and the defaults.
+    uses_saes: ClassVar[bool] = False
+    default_saes: ClassVar[tuple[str, ...]] = ()
+    #: Whether the idea reads a dataset (``--data``; ``ctx.dataset``) and its default spec.
+    uses_data: ClassVar[bool] = False
+    default_data: ClassVar[str] = "zoo:stories"
 
     def run(self, ctx: RunContext, config: Any) -> IdeaResult:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -166,13 +175,19 @@ class RunContext:
 
     ``seed`` and the seeded generators (``generator`` for torch, ``rng`` for numpy),
     ``progress(...)`` for progress bars, ``artifacts`` for files, ``log(...)`` for
-    messages. The model, dictionaries and datasets arrive with the model layer.
+    messages; for ideas that declare them, ``subject`` (the model, a
+    :class:`mi_ideas.subject.Subject`), ``saes`` (SAELens objects) and ``dataset``
+    (a :class:`mi_ideas.data.Dataset`), and ``harvest(...)``.
     """
 
-    def __init__(self, *, seed: int, run_dir: Path, quiet: bool = False):
+    def __init__(self, *, seed: int, run_dir: Path, quiet: bool = False, subject: Any = None,
+                 saes: list[Any] | None = None, dataset: Any = None):
         self.seed = seed
         self.run_dir = Path(run_dir)
         self.quiet = quiet
+        self.subject = subject
+        self.saes = list(saes or [])
+        self.dataset = dataset
         self.artifacts = ArtifactStore(self.run_dir)
         self._generator: torch.Generator | None = None
         self._rng: np.random.Generator | None = None
@@ -200,6 +215,17 @@ class RunContext:
         from tqdm.auto import tqdm
 
         return tqdm(iterable, total=total, desc=desc, disable=self.quiet, leave=False)
+
+    def harvest(self, sites: Any, *, dataset: Any = None, **kwargs: Any) -> Any:
+        """Harvest ``sites`` from ``ctx.subject`` over ``dataset`` (default ``ctx.dataset``),
+        cached and streamed to disk; see :func:`mi_ideas.harvest.harvest`."""
+        from mi_ideas.harvest import harvest
+
+        if self.subject is None:
+            raise RuntimeError("this idea has no subject: set uses_model = True on the Idea")
+        return harvest(self.subject, dataset if dataset is not None else self.dataset,
+                       [sites] if isinstance(sites, str) else list(sites),
+                       progress=None if self.quiet else self.progress, **kwargs)
 
     def log(self, message: str) -> None:
         """Print a message for the user (stderr), unless the run is quiet."""

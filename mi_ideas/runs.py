@@ -162,6 +162,10 @@ def execute(
     host: Any = None,
     quiet: bool = False,
     command: list[str] | None = None,
+    model: Any = None,
+    saes: Any = None,
+    data: Any = None,
+    remote: Any = None,
 ) -> RunRecord:
     """Validate a config, run an idea into a new run directory, and return the record.
 
@@ -190,6 +194,10 @@ def execute(
         config = build_config(idea_cls.Config, file=file, sets=sets, values=config, idea=idea_name)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise UsageError(f"seed must be an integer, got {seed!r}.")
+    # Model, dictionaries and data are resolved before the run directory exists, so a bad
+    # spec is a usage error that writes nothing.
+    inputs = resolve_inputs(idea_cls, host, model=model, saes=saes, data=data,
+                            remote=remote, seed=seed)
 
     started = _utc_now()
     root = Path(out) if out is not None else default_runs_dir()
@@ -209,13 +217,15 @@ def execute(
         command=list(command if command is not None else sys.argv),
         status="running",
         started_at=started.isoformat(),
+        **inputs.provenance(),
     )
     record = RunRecord(idea=idea_name, config=config, seed=seed, path=path, provenance=provenance)
     _write_json(path / "config.json", config.model_dump(mode="json"))
     _write_provenance(record)
 
     t0 = time.perf_counter()
-    ctx = RunContext(seed=seed, run_dir=path, quiet=quiet)
+    ctx = RunContext(seed=seed, run_dir=path, quiet=quiet, subject=inputs.subject,
+                     saes=inputs.saes, dataset=inputs.dataset)
     try:
         host.run_started(record)
         result = idea_cls().run(ctx, config)
@@ -253,6 +263,75 @@ def execute(
     record.result = result
     _notify_finished(host, record, result)
     return record
+
+
+@dataclass
+class RunInputs:
+    """The model, dictionaries and dataset a run was given (resolved from specs)."""
+
+    subject: Any = None
+    saes: list[Any] | None = None
+    sae_specs: list[str] | None = None
+    dataset: Any = None
+    remote: Any = None
+
+    def provenance(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.subject is not None:
+            out["model"] = {"spec": self.subject.spec, "backend": self.subject.backend,
+                            "fingerprint": self.subject.fingerprint,
+                            "remote": self.remote if self.remote else None}
+        if self.saes:
+            from mi_ideas.dictionaries import site_of
+
+            out["dictionaries"] = [
+                {"spec": spec, "class": type(sae).__name__, "site": site_of(sae),
+                 "d_sae": int(sae.cfg.d_sae)}
+                for spec, sae in zip(self.sae_specs or [], self.saes)
+            ]
+        if self.dataset is not None:
+            out["data"] = {"spec": self.dataset.spec, "fingerprint": self.dataset.fingerprint,
+                           "n_texts": len(self.dataset)}
+        return out
+
+
+def resolve_inputs(idea_cls: Any, host: Any, *, model: Any, saes: Any, data: Any, remote: Any,
+                   seed: int) -> RunInputs:
+    """Check the idea takes what it is given, then load the model, dictionaries and data."""
+    name = idea_cls.name
+    for given, flag, uses in ((model, "--model", idea_cls.uses_model),
+                              (saes, "--sae", idea_cls.uses_saes),
+                              (data, "--data", idea_cls.uses_data)):
+        if given not in (None, [], ()) and not uses:
+            raise UsageError(f"{name!r} does not take {flag}: it does not use one.")
+    if remote not in (None, False, "", "off"):
+        if not idea_cls.uses_model:
+            raise UsageError(f"{name!r} uses no model, so --remote does not apply.")
+        if not idea_cls.remote:
+            raise UsageError(
+                f"{name!r} cannot run remotely: its model calls need local access (it says "
+                f"remote = False). Run it without --remote on a machine that holds the model."
+            )
+    inputs = RunInputs(remote=remote)
+    if idea_cls.uses_model:
+        from mi_ideas.models import load_subject
+
+        inputs.subject = load_subject(model if model is not None else idea_cls.default_model,
+                                      remote=remote, host=host)
+    if idea_cls.uses_saes:
+        from mi_ideas.dictionaries import load_dictionary
+
+        specs = list(saes) if saes not in (None, [], ()) else list(idea_cls.default_saes)
+        if isinstance(saes, str):
+            specs = [saes]
+        inputs.saes = [load_dictionary(s, inputs.subject) for s in specs]
+        inputs.sae_specs = [s if isinstance(s, str) else type(s).__name__ for s in specs]
+    if idea_cls.uses_data:
+        from mi_ideas.data import load_dataset
+
+        inputs.dataset = load_dataset(data if data is not None else idea_cls.default_data,
+                                      seed=seed, host=host)
+    return inputs
 
 
 def _finish(record: RunRecord, t0: float, status: str, error: str | None = None,

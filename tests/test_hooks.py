@@ -68,3 +68,56 @@ def test_a_raising_finished_hook_does_not_change_the_run(toy_host, register_plug
     result = mi_ideas.run("toy-echo", out=tmp_path, quiet=True)
     assert result.provenance.status == "complete"
     assert "observer broke" in capsys.readouterr().err
+
+
+def test_hook_mi_ideas_register_backends(register_plugin, mi_ideas_host):
+    from mi_ideas.models import load_subject
+    from mi_ideas.subject import Subject
+
+    class Fake(Subject):
+        backend = "fake"
+
+    seen = []
+
+    class P:
+        @hookimpl
+        def mi_ideas_register_backends(self, register):
+            def loader(rest, remote):
+                seen.append((rest, remote))
+                return Fake(spec=f"fake:{rest}", tokenizer=None, n_layers=2, d_model=4, d_vocab=8)
+            register("fake", loader, "a fake back-end")
+
+    register_plugin(P(), name="fake-backend")
+    subject = load_subject("fake:tiny:v1", remote="local")
+    assert isinstance(subject, Fake) and subject.spec == "fake:tiny:v1"
+    assert seen == [("tiny:v1", "local")]
+    assert mi_ideas_host.backends["fake"].plugin == "fake-backend"
+    assert {"zoo", "hf", "tl", "tlsae"} <= set(mi_ideas_host.backends)
+
+
+def test_hook_mi_ideas_register_datasets(register_plugin, mi_ideas_host):
+    from mi_ideas.data import Dataset, load_dataset
+
+    class P:
+        @hookimpl
+        def mi_ideas_register_datasets(self, register):
+            register("numbers", lambda rest, seed: Dataset(
+                f"numbers:{rest}", [str(seed + i) for i in range(int(rest))]), "counting")
+
+    register_plugin(P(), name="numbers")
+    ds = load_dataset("numbers:3", seed=10)
+    assert ds.texts == ["10", "11", "12"]
+    assert mi_ideas_host.datasets["numbers"].description == "counting"
+
+
+def test_a_prefix_registered_twice_names_both_plugins(register_plugin, mi_ideas_host):
+    from mi_ideas.errors import HostError
+
+    class P:
+        @hookimpl
+        def mi_ideas_register_backends(self, register):
+            register("hf", lambda rest, remote: None, "shadows the built-in")
+
+    register_plugin(P(), name="shadow")
+    with pytest.raises(HostError, match="'mi-ideas-builtins' and 'shadow'"):
+        mi_ideas_host.backends

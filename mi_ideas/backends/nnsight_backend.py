@@ -56,7 +56,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         "gpt_neox.layers": "layers",
         "gpt_neox.final_layer_norm": "ln_final",
         "gpt_neox.embed_in": "embed",
-        "embed_out": "unembed",
+        "embed_out": "unembed",  # transformers < 5
+        "lm_head": "unembed",  # transformers >= 5 renamed embed_out to lm_head
         "attention": "attn",
         "input_layernorm": "ln_1",
         "post_attention_layernorm": "ln_2",
