@@ -80,12 +80,28 @@ class TLSubject(Subject):
                 return x
             return hook
 
-        hooks = [(h, make_hook(ivs, names)) for h, (ivs, names) in by_hook.items()]
-        with torch.no_grad():
-            out_logits = self.model.run_with_hooks(
-                batch.input_ids, attention_mask=batch.attention_mask, fwd_hooks=hooks,
-                padding_side="left", prepend_bos=False,
-            )
+        # TL's hook_normalized is before a LayerNorm's affine map; our mlp_in and ln_final
+        # are the LayerNorm modules' outputs (what the next weights read), reached with
+        # plain torch forward hooks on those modules.
+        module_hooks = {h: v for h, v in by_hook.items() if h.endswith("hook_normalized")}
+        hooks = [(h, make_hook(ivs, names)) for h, (ivs, names) in by_hook.items()
+                 if h not in module_hooks]
+        handles = []
+        for h, (ivs, names) in module_hooks.items():
+            module = (self.model.ln_final if h.startswith("ln_final")
+                      else self.model.blocks[int(h.split(".")[1])].ln2)
+            fn = make_hook(ivs, names)
+            handles.append(module.register_forward_hook(
+                lambda mod, args, output, fn=fn, h=h: fn(output, _Named(h))))
+        try:
+            with torch.no_grad():
+                out_logits = self.model.run_with_hooks(
+                    batch.input_ids, attention_mask=batch.attention_mask, fwd_hooks=hooks,
+                    padding_side="left", prepend_bos=False,
+                )
+        finally:
+            for handle in handles:
+                handle.remove()
         result = ForwardOutput()
         for name, site in read.items():
             if site.kind == "logits":
@@ -99,6 +115,13 @@ class TLSubject(Subject):
                                            stats.kl_reference, stats.topk, stats.entropy,
                                            stats.final_norm)
         return result
+
+
+class _Named:
+    """Stands in for a TL HookPoint's ``hook`` argument in a plain torch hook."""
+
+    def __init__(self, name: str):
+        self.name = name
 
 
 def _gpt2_config(hf_config: Any, name: str) -> Any:
