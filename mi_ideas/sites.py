@@ -27,8 +27,10 @@ GLOBAL_SITES = ("ln_final", "logits")
 
 # TransformerLens hook name (per layer) -> standard kind. `hook_mlp_in` is the MLP
 # block's input *before* its LayerNorm, which is the residual stream after attention:
-# resid_mid. Our `mlp_in` is what the MLP weights see, TL's `ln2.hook_normalized` when
-# LayerNorm weights are not folded (mi-ideas never folds them).
+# resid_mid. Our `mlp_in` is what the MLP weights see: the ln2 module's output. TL's
+# `ln2.hook_normalized` fires before the norm's affine map, so it equals mlp_in only on a
+# model with folded LayerNorm (where the affine map lives in W_in); the TL back-end reads
+# mlp_in from the module output instead (see docs/models.md).
 _TL_LAYER_HOOKS = {
     "hook_resid_pre": "resid_pre",
     "hook_resid_mid": "resid_mid",

@@ -11,6 +11,12 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 from tests import toy_plugin  # noqa: E402
+from tests.ndif.fixtures import (  # noqa: E402,F401 - the loopback NDIF server
+    ndif_config,
+    ndif_model_dir,
+    ndif_server,
+    ndif_server_process,
+)
 
 
 @pytest.fixture

@@ -163,18 +163,31 @@ def build_from_hf_dir(path: str | Path, *, sae_transformer: bool = False, name: 
         cfg = _gpt2_config(hf.config, name)
         state_dict = convert_gpt2_weights(hf, cfg)
     else:
+        import tempfile
+
         from transformer_lens import loading_from_pretrained as lp
 
-        try:
-            cfg = lp.get_pretrained_model_config(str(path), fold_ln=False, device="cpu",
-                                                 dtype=torch.float32)
-            state_dict = lp.get_pretrained_state_dict(str(path), cfg, hf_model=hf)
-        except Exception as exc:  # noqa: BLE001 - TL raises many kinds here
+        # TransformerLens guesses the architecture from the *path* ("llama" or "gemma"
+        # anywhere in it) before reading config.json; load through a neutrally named link.
+        with tempfile.TemporaryDirectory() as tmp:
+            neutral = Path(tmp) / "checkpoint"
+            neutral.symlink_to(path.resolve(), target_is_directory=True)
+            try:
+                cfg = lp.get_pretrained_model_config(str(neutral), fold_ln=False, device="cpu",
+                                                     dtype=torch.float32)
+                state_dict = lp.get_pretrained_state_dict(str(neutral), cfg, hf_model=hf)
+            except Exception as exc:  # noqa: BLE001 - TL raises many kinds here
+                raise UsageError(
+                    f"TransformerLens could not convert the {hf.config.model_type!r} model in "
+                    f"{str(path)!r}: {type(exc).__name__}: {exc}. Use the nnsight back-end "
+                    f"(--model hf:{path}) for this architecture."
+                ) from None
+        expected = (hf.config.architectures or [type(hf).__name__])[0]
+        if cfg.original_architecture != expected:
             raise UsageError(
-                f"TransformerLens could not convert the {hf.config.model_type!r} model in "
-                f"{str(path)!r}: {type(exc).__name__}: {exc}. Use the nnsight back-end "
-                f"(--model hf:{path}) for this architecture."
-            ) from None
+                f"TransformerLens read {str(path)!r} as {cfg.original_architecture}, but its "
+                f"config says {expected}; use the nnsight back-end (--model hf:{path})."
+            )
     model = cls(cfg, tokenizer=tok, move_to_device=False)
     model.load_and_process_state_dict(state_dict, **_NO_FOLD)
     return model.eval()

@@ -1,0 +1,1 @@
+"""Loopback NDIF test server (``server.py``) and its pytest fixtures (``fixtures.py``)."""
