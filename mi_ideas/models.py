@@ -72,18 +72,9 @@ def _from_object(obj: Any, remote: Any) -> Any:
 
 def nnsight_remote(remote: Any) -> Any:
     """Map mi-ideas's ``remote`` setting to nnsight's ``remote=`` argument."""
-    if remote in (None, False, "", "off"):
-        return False
-    if remote == "local":
-        return "local"
-    if remote in (True, "ndif"):
-        return True
-    if isinstance(remote, str) and remote.startswith(("http://", "https://")):
-        return remote
-    raise UsageError(
-        f"remote must be 'local' (nnsight's serverless rehearsal), 'ndif', or a URL of a "
-        f"self-hosted NDIF server, not {remote!r}."
-    )
+    from mi_ideas.remote import nnsight_remote_arg
+
+    return nnsight_remote_arg(remote)
 
 
 def _no_remote(remote: Any, what: str) -> None:

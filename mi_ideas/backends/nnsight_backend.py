@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mi_ideas import trace_ops
@@ -120,11 +121,17 @@ class NNsightSubject(Subject):
         self.model = model
         self.remote_arg = remote
         self.remote = bool(remote)
+        if self.remote:
+            _ship_trace_ops()
         n_layers = int(getattr(config, "num_hidden_layers", None) or config.n_layer)
         d_model = int(getattr(config, "hidden_size", None) or config.n_embd)
         parallel = bool(self.arch.parallel_attr and getattr(config, self.arch.parallel_attr, False))
-        fingerprint = ""
-        if not self.remote:
+        if self.remote and remote != "local":
+            from mi_ideas.remote import model_key
+
+            # No weights on this side: the server's model key names them.
+            fingerprint = hashlib.sha256(model_key(model).encode()).hexdigest()[:16]
+        else:
             fingerprint = weights_fingerprint(model._module)
         super().__init__(
             spec=spec or str(getattr(model, "repo_id", "nnsight-model")),
@@ -132,7 +139,7 @@ class NNsightSubject(Subject):
             d_vocab=int(config.vocab_size), parallel_residual=parallel, fingerprint=fingerprint,
         )
         if check:
-            self.check_renaming(run=not self.remote)
+            self.check_renaming(run=not self.remote or remote == "local")
 
     # -- renaming check ----------------------------------------------------------------
 
@@ -218,43 +225,15 @@ class NNsightSubject(Subject):
         stat_index = position_index(stats.positions, batch) if want_stats else None
         final_envoy = self.model.ln_final if want_stats and stats.final_norm else None
         read_logits = "logits" in [s.kind for s in read.values()]
-        saved: dict[str, Any] = {}
-
-        kwargs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+        inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       position_ids=batch.position_ids)
         trace_kwargs = {"remote": self.remote_arg} if self.remote else {}
-        with torch.no_grad(), self.model.trace(**kwargs, **trace_kwargs):
-            # Only torch and trace_ops below: this block may run on a remote server.
-            final_resid = None
-            for (envoy, where, tuple_index), ivs, reads in plan:
-                if final_envoy is not None and envoy is final_envoy:
-                    final_resid = final_envoy.input
-                raw = getattr(envoy, where)
-                value = raw[tuple_index] if isinstance(raw, tuple) else raw
-                if ivs:
-                    for op, v, idx in ivs:
-                        value = trace_ops.intervene(value, op, v, idx)
-                    if isinstance(raw, tuple):
-                        setattr(envoy, where, (value, *raw[1:]))
-                    else:
-                        setattr(envoy, where, value)
-                for name in reads:
-                    saved[name] = trace_ops.select(value, read_index).detach().cpu().save()
-            if final_envoy is not None and final_resid is None:
-                final_resid = final_envoy.input
-            out_logits = self.model.output.logits
-            if read_logits:
-                for name, s in read.items():
-                    if s.kind == "logits":
-                        saved[name] = trace_ops.select(out_logits, read_index).detach().cpu().save()
-            if logits:
-                saved["__logits__"] = out_logits.detach().cpu().save()
-            if want_stats:
-                computed = trace_ops.stats(out_logits, final_resid, stat_index,
-                                           stats.kl_reference, stats.topk, stats.entropy,
-                                           stats.final_norm)
-                saved["__stats__"] = nnsave({k: v.detach().cpu() for k, v in computed.items()})
-
+        logit_reads = [name for name, s in read.items() if s.kind == "logits"]
+        stat_args = ((stat_index, stats.kl_reference, stats.topk, stats.entropy, stats.final_norm)
+                     if want_stats else None)
+        saved = _run_trace(self.model, inputs, trace_kwargs, plan, read_index, logit_reads,
+                           logits, stat_args, final_envoy)
+        saved = _value(saved)
         result = ForwardOutput()
         for name in read:
             result.activations[name] = _value(saved[name])
@@ -265,11 +244,77 @@ class NNsightSubject(Subject):
         return result
 
 
-def nnsave(obj: Any) -> Any:
-    """Save a value from inside a trace (``nnsight.save`` works on dicts and tensors)."""
-    import nnsight
+def _run_trace(model: Any, inputs: dict, trace_kwargs: dict, plan: list, read_index: Any,
+               logit_reads: list, want_logits: bool, stat_args: tuple | None,
+               final_envoy: Any) -> dict:
+    """The one trace of a forward: apply interventions, read sites, compute statistics.
 
-    return nnsight.save(obj)
+    Kept to a module-level function with few, plain locals because, for a remote run,
+    nnsight serializes this frame's locals and the ``with`` block's source: only torch,
+    nnsight and :mod:`mi_ideas.trace_ops` (shipped by value) are used inside.
+    """
+    import nnsight
+    import torch
+
+    # The functions, not the module: a module pickled by value drags in its whole
+    # namespace (including builtins), while functions carry only the globals they use.
+    ops = (trace_ops.select, trace_ops.intervene, trace_ops.stats)
+    with torch.no_grad():  # outside the traced frame: its `with` source is what ships
+        return _trace_body(model, inputs, trace_kwargs, plan, read_index, logit_reads,
+                           want_logits, stat_args, final_envoy, ops, nnsight)
+
+
+def _trace_body(model: Any, inputs: dict, trace_kwargs: dict, plan: list, read_index: Any,
+                logit_reads: list, want_logits: bool, stat_args: tuple | None,
+                final_envoy: Any, ops: tuple, nnsight: Any) -> dict:
+    """The traced frame: its locals are tensors, envoys, ints and the shipped functions."""
+    select, intervene, stats = ops
+    with model.trace(**inputs, **trace_kwargs):
+        saved = {}
+        final_resid = None
+        for (envoy, where, tuple_index), ivs, reads in plan:
+            if final_envoy is not None and envoy is final_envoy:
+                final_resid = final_envoy.input
+            raw = getattr(envoy, where)
+            value = raw[tuple_index] if isinstance(raw, tuple) else raw
+            if ivs:
+                for op, v, idx in ivs:
+                    value = intervene(value, op, v, idx)
+                if isinstance(raw, tuple):
+                    setattr(envoy, where, (value, *raw[1:]))
+                else:
+                    setattr(envoy, where, value)
+            for name in reads:
+                saved[name] = select(value, read_index).detach().cpu()
+        if final_envoy is not None and final_resid is None:
+            final_resid = final_envoy.input
+        out_logits = model.output.logits
+        for name in logit_reads:
+            saved[name] = select(out_logits, read_index).detach().cpu()
+        if want_logits:
+            saved["__logits__"] = out_logits.detach().cpu()
+        if stat_args is not None:
+            computed = stats(out_logits, final_resid, *stat_args)
+            saved["__stats__"] = {k: v.detach().cpu() for k, v in computed.items()}
+        saved = nnsight.save(saved)
+    return saved
+
+
+_SHIPPED = False
+
+
+def _ship_trace_ops() -> None:
+    """Send :mod:`mi_ideas.trace_ops` by value with remote requests.
+
+    A server does not have mi_ideas installed; ``nnsight.register`` makes nnsight serialize
+    the module's source with each request instead of a reference to it.
+    """
+    global _SHIPPED
+    if not _SHIPPED:
+        import nnsight
+
+        nnsight.register(trace_ops)
+        _SHIPPED = True
 
 
 def _value(x: Any) -> Any:
@@ -314,17 +359,29 @@ def load_nnsight(source: Any, *, spec: str | None = None, remote: Any = False,
             ) from None
     arch = architecture_of(config)
     kwargs: dict[str, Any] = {"task": "text-generation", "rename": dict(arch.rename)}
+    weightless = bool(remote) and remote != "local"
+    if tokenizer is None and weightless and isinstance(source, (str, Path)):
+        # nnsight 0.8.1 cannot infer the tokenizer of a weightless (meta) model under
+        # transformers 5: hand it over.
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
     if tokenizer is not None:
         kwargs["tokenizer"] = tokenizer
     if dtype is not None:
         kwargs["dtype"] = dtype
-    if not remote:
+    if not weightless:
         kwargs["dispatch"] = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = TransformersModel(source, **kwargs)
-    if not remote:
+    if not weightless:
         model._module.eval()
+    else:
+        from mi_ideas.remote import configure, prepare_model_key
+
+        remote = configure(remote)
+        prepare_model_key(model)
     return NNsightSubject(model, spec=spec or str(source), remote=remote, check=check)
 
 
