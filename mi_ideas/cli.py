@@ -203,6 +203,25 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remote(args: argparse.Namespace) -> int:
+    from mi_ideas import remote
+
+    info = remote.status(args.url or "ndif", args.model)
+    if not info["reachable"]:
+        print(f"NDIF at {info['host']} is not reachable ({info.get('error')}). Offline, or behind "
+              f"a firewall, remote runs cannot work; run locally, or pass --url for a "
+              f"self-hosted server.")
+        return 1
+    print(f"NDIF at {info['host']} is reachable; {len(info['deployments'])} model(s) running.")
+    if args.model:
+        served = "is" if info["served"] else "is NOT"
+        print(f"{args.model} {served} being served there.")
+        return 0 if info["served"] else 1
+    for name in info["deployments"]:
+        print(f"  {name}")
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from mi_ideas import harvest
 
@@ -275,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--verify", action="store_true", help="check every file against the manifest")
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("remote", parents=[common], help="NDIF: is it reachable, is a model served")
+    p.add_argument("action", choices=["status"])
+    p.add_argument("model", nargs="?", help="a repo id (or a local directory on a self-hosted server)")
+    p.add_argument("--url", help="a self-hosted NDIF server (default: nnsight's configured host)")
+    p.set_defaults(func=cmd_remote)
 
     p = sub.add_parser("cache", parents=[common], help="harvested-activation cache")
     p.add_argument("action", choices=["ls", "clear"])

@@ -38,3 +38,7 @@ class RunError(MiIdeasError):
     def __init__(self, message: str, run_dir: str | None = None):
         super().__init__(message)
         self.run_dir = run_dir
+
+
+class RemoteRunError(MiIdeasError):
+    """A remote (NDIF) request failed: server error, bad key, unreachable host, lost job."""

@@ -39,8 +39,9 @@ or loopback server); the public NDIF serves Hub models and would reject it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 #: nnsight's ``remote=`` value for the public NDIF (``CONFIG.API.HOST``).
 NDIF = True
@@ -145,3 +146,95 @@ def model_key(model: Any) -> str:
     directory (its absolute path is then the key's ``repo_id``)."""
     prepare_model_key(model)
     return model.to_model_key()
+
+
+def _host_of(remote: Any) -> str:
+    if isinstance(remote, str) and remote.startswith(("http://", "https://")):
+        return remote
+    from nnsight.schema.config import CONFIG
+
+    return str(CONFIG.API.HOST)
+
+
+@contextlib.contextmanager
+def remote_errors(remote: Any, model: str) -> Iterator[None]:
+    """Turn what nnsight raises for a failed remote request into one-paragraph errors.
+
+    Each message names the cause and what to do: a server-side error (with the server's
+    description), a rejected API key (401), an unreachable host, and a connection lost
+    mid-job. The error is a :class:`mi_ideas.errors.RemoteRunError`; a run that hits it is
+    marked failed with nothing half-written.
+    """
+    from mi_ideas.errors import RemoteRunError
+
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - classified below, re-raised otherwise
+        host = _host_of(remote)
+        name = type(exc).__name__
+        text = str(exc).strip()
+        cause = exc.__cause__
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        if name == "RemoteError" and status in (401, 403):
+            raise RemoteRunError(
+                f"the NDIF server at {host} rejected the API key (HTTP {status}) for {model}. "
+                f"Set a valid key in NDIF_API_KEY (or with nnsight's CONFIG.set_default_api_key) "
+                f"and run again; keys are issued at login.ndif.us."
+            ) from None
+        if name == "RemoteError" and text.startswith("Failed to send request"):
+            raise RemoteRunError(
+                f"the NDIF server at {host} refused the request for {model}: {text}. Check "
+                f"that the model is served there (`mi-ideas remote status {model}`)."
+            ) from None
+        if name == "RemoteError":
+            first = text.splitlines()[0] if text else "no description"
+            raise RemoteRunError(
+                f"the NDIF server at {host} failed while running the request for {model}: "
+                f"{first}. This is an error on the server's side of the trace (if it names a "
+                f"module, the trace used code the server does not have); run the same idea "
+                f"with --remote local to rehearse it without the server."
+            ) from None
+        if isinstance(exc, ConnectionRefusedError) or name in ("ConnectError", "ConnectTimeout"):
+            raise RemoteRunError(
+                f"cannot reach the NDIF server at {host} ({name}: {text}). Check the URL and "
+                f"your network, or run locally without --remote; `mi-ideas remote status` "
+                f"tells whether the server answers."
+            ) from None
+        if "WebSocket" in name or "Connection to remote host was lost" in text:
+            raise RemoteRunError(
+                f"the connection to the NDIF server at {host} was lost while it ran the "
+                f"request for {model} ({name}: {text}); the server may have restarted or "
+                f"dropped the job. Run again; if it keeps happening, check "
+                f"`mi-ideas remote status`."
+            ) from None
+        raise
+
+
+def status(remote: Any = "ndif", model: str | None = None) -> dict:
+    """Whether the NDIF server answers and, given a model, whether it serves it.
+
+    Uses nnsight's own ``/status`` query against the host ``remote`` names. Returns
+    ``{"host", "reachable", "deployments", "model", "served"}``; an unreachable host is
+    ``reachable=False`` rather than an exception.
+    """
+    configure("ndif" if remote in (None, True) else remote)
+    from nnsight import ndif
+    from nnsight.schema.config import CONFIG
+
+    out: dict[str, Any] = {"host": CONFIG.API.HOST, "reachable": False, "deployments": [],
+                           "model": model, "served": None}
+    try:
+        raw = ndif._get("/status", timeout=(5.0, 10.0))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        return out
+    out["reachable"] = True
+    deployments = raw.get("deployments", {}) if isinstance(raw, dict) else {}
+    out["deployments"] = sorted({str(v.get("repo_id")) for v in deployments.values()})
+    if model is not None:
+        wanted = os.path.abspath(model) if is_local_model_dir(model) else model
+        out["served"] = any(
+            v.get("repo_id") in (model, wanted) and v.get("application_state") == "RUNNING"
+            for v in deployments.values()
+        )
+    return out

@@ -51,3 +51,95 @@ def test_rehearsal_equals_local(ndif_model_dir, local):
     b = local.forward(batch, read=["resid_post.1"], logits=True)
     assert torch.allclose(a.logits, b.logits, atol=1e-5)
     assert torch.allclose(a.activations["resid_post.1"], b.activations["resid_post.1"], atol=1e-5)
+
+
+API_KEY = "sk-test-do-not-leak-42"
+
+
+def _files_text(path):
+    return "\n".join(p.read_text(errors="replace") for p in path.rglob("*") if p.is_file()
+                     and p.suffix in (".json", ".txt", ""))
+
+
+def test_remote_run_equals_local_run_and_keeps_the_key_out_of_files(
+        toy_host, ndif_model_dir, ndif_server, ndif_config, tmp_path, monkeypatch):
+    import json
+
+    import mi_ideas
+
+    ndif_config.APP.REMOTE_LOGGING = False
+    monkeypatch.setenv("NDIF_API_KEY", API_KEY)
+    local = mi_ideas.run("toy-probe", model=f"hf:{ndif_model_dir}", out=tmp_path, quiet=True)
+    before = ndif_server.stats()["requests"]
+    remote = mi_ideas.run("toy-probe", model=f"hf:{ndif_model_dir}", remote=ndif_server.url,
+                          out=tmp_path, quiet=True)
+    stats = ndif_server.stats()
+    # 4 prompts in batches of 2: per batch one logprobs request and one steered request
+    assert stats["requests"] - before == 4
+    assert remote.metrics["mean_kl"] == pytest.approx(local.metrics["mean_kl"], abs=1e-5)
+    assert all(r["headers"].get("ndif-api-key") == API_KEY for r in stats["requests_log"][-4:])
+    run_dir = tmp_path / "toy-probe"
+    assert API_KEY not in _files_text(run_dir)
+    prov = json.loads((next(p for p in run_dir.iterdir() if p.name in remote.run_dir)
+                       / "provenance.json").read_text())
+    assert prov["model"]["remote"] == ndif_server.url
+
+
+@pytest.mark.parametrize("mode,needle", [
+    ("error", "failed while running the request"),
+    ("401", "rejected the API key (HTTP 401)"),
+    ("die_running", "was lost while it ran the request"),
+])
+def test_server_failures_fail_the_run_with_one_paragraph(
+        toy_host, ndif_model_dir, ndif_server, ndif_config, tmp_path, capsys, mode, needle):
+    import json
+
+    from mi_ideas.cli import main
+
+    ndif_config.APP.REMOTE_LOGGING = False
+    ndif_server.set_mode(mode, description="RuntimeError: the GPU caught fire")
+    rc = main(["run", "toy-probe", "--model", f"hf:{ndif_model_dir}", "--remote",
+               ndif_server.url, "--out", str(tmp_path), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1  # one paragraph
+    (run_dir,) = (tmp_path / "toy-probe").iterdir()
+    files = sorted(p.name for p in run_dir.rglob("*") if p.is_file())
+    assert files == ["config.json", "provenance.json"]  # nothing half-written, no result
+    assert json.loads((run_dir / "provenance.json").read_text())["status"] == "failed"
+
+
+def test_unreachable_server_is_a_clear_error(toy_host, ndif_model_dir, tmp_path, ndif_config, capsys):
+    import socket
+
+    from mi_ideas.cli import main
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rc = main(["run", "toy-probe", "--model", f"hf:{ndif_model_dir}", "--remote",
+               f"http://127.0.0.1:{port}", "--out", str(tmp_path), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot reach the NDIF server" in err and "Traceback" not in err
+
+
+def test_remote_on_an_idea_that_cannot_is_refused_before_work(toy_host, tmp_path, capsys):
+    from mi_ideas.cli import main
+
+    assert main(["run", "toy-echo", "--remote", "ndif", "--out", str(tmp_path)]) == 2
+    assert "uses no model" in capsys.readouterr().err
+    assert not (tmp_path / "toy-echo").exists()
+
+
+def test_remote_status_reports_reachability_and_served_models(
+        ndif_model_dir, ndif_server, ndif_config, capsys, remote):
+    from mi_ideas.cli import main
+
+    remote.forward("the cat", read=["resid_pre.0"])  # the server now runs the model
+    assert main(["remote", "status", str(ndif_model_dir), "--url", ndif_server.url]) == 0
+    out = capsys.readouterr().out
+    assert "is reachable" in out and "is being served" in out
+    assert main(["remote", "status", "/not/served", "--url", ndif_server.url]) == 1
+    assert "is NOT being served" in capsys.readouterr().out
+    assert main(["remote", "status", "--url", "http://127.0.0.1:9"]) == 1
+    assert "is not reachable" in capsys.readouterr().out

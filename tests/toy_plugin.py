@@ -61,7 +61,47 @@ class Fail(Idea):
         raise ValueError("the toy idea failed on purpose")
 
 
+class ProbeConfig(IdeaConfig):
+    scale: float = Field(4.0, description="Length of the random steering vector.")
+    batch_size: int = Field(2, ge=1, description="Prompts per forward.")
+
+
+class Probe(Idea):
+    """KL of the last-token distribution under a random steering vector at resid_pre.1."""
+
+    name = "toy-probe"
+    summary = "Steer a model with a random vector and measure KL (test idea)."
+    size = "short"
+    Config = ProbeConfig
+    uses_model = True
+    uses_data = True
+    default_data = "template:intensity_ladder"
+    remote = True
+
+    def run(self, ctx: RunContext, config: ProbeConfig) -> IdeaResult:
+        import torch
+
+        from mi_ideas.subject import Intervention, StatsRequest
+
+        s = ctx.subject
+        texts = ctx.dataset.texts[:4]
+        v = torch.randn(s.d_model, generator=ctx.generator)
+        v = config.scale * v / v.norm()
+        kls = []
+        for i in range(0, len(texts), config.batch_size):
+            batch = s.tokenize(texts[i:i + config.batch_size])
+            logprobs = s.logprobs(batch)
+            out = s.forward(batch, stats=StatsRequest(kl_reference=logprobs), interventions=[
+                Intervention("resid_pre.1", "add", v)])
+            kls.append(out.stats["kl"])
+        kl = torch.cat(kls)
+        ctx.artifacts.save_tensors("kl", {"kl": kl})
+        return IdeaResult(metrics={"mean_kl": float(kl.mean())},
+                          definitions={"mean_kl": "mean KL(clean || steered), last token, nats"})
+
+
 @hookimpl
 def mi_ideas_register_ideas(register):
     register(Echo)
     register(Fail)
+    register(Probe)

@@ -231,8 +231,15 @@ class NNsightSubject(Subject):
         logit_reads = [name for name, s in read.items() if s.kind == "logits"]
         stat_args = ((stat_index, stats.kl_reference, stats.topk, stats.entropy, stats.final_norm)
                      if want_stats else None)
-        saved = _run_trace(self.model, inputs, trace_kwargs, plan, read_index, logit_reads,
-                           logits, stat_args, final_envoy)
+        if self.remote and self.remote_arg != "local":
+            from mi_ideas.remote import remote_errors
+
+            with remote_errors(self.remote_arg, self.spec):
+                saved = _run_trace(self.model, inputs, trace_kwargs, plan, read_index,
+                                   logit_reads, logits, stat_args, final_envoy)
+        else:
+            saved = _run_trace(self.model, inputs, trace_kwargs, plan, read_index, logit_reads,
+                               logits, stat_args, final_envoy)
         saved = _value(saved)
         result = ForwardOutput()
         for name in read:

@@ -436,6 +436,17 @@ async def ping() -> Any:
     return "pong"
 
 
+@app.get("/status")
+async def status() -> Any:
+    """What NDIF's ``/status`` reports, for the models this server has loaded (RUNNING)."""
+    deployments = {}
+    for key in STATE.models:
+        info = json.loads(key.split(":", 1)[1])
+        deployments[key] = {"repo_id": info.get("repo_id"), "revision": info.get("revision"),
+                            "task": info.get("task"), "application_state": "RUNNING"}
+    return {"deployments": deployments}
+
+
 @app.get("/env")
 async def env() -> Any:
     from nnsight.ndif import get_local_env
