@@ -180,26 +180,25 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     if args.verify:
         bad = zoo.verify()
+        for m in bad:
+            print(f"{m.problem}: {m.path}")
         if bad:
-            for line in bad:
-                print(f"mismatch: {line}")
-            print(f"mi-ideas: error: {len(bad)} zoo file(s) differ from the manifest; "
-                  f"reinstall mi-ideas or retrain with python -m mi_ideas.zoo.train.",
-                  file=sys.stderr)
+            print(f"mi-ideas: error: {len(bad)} zoo file(s) differ from the manifest; reinstall "
+                  f"mi-ideas, or retrain with python -m mi_ideas.zoo.train.", file=sys.stderr)
             return 1
         print("every zoo file matches its sha256 in the manifest")
         return 0
     rows = zoo.list_entries()
     if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(json.dumps([{**r._asdict(), "path": str(r.path)} for r in rows], indent=2,
+                         default=str))
         return 0
     for row in rows:
-        figures = ", ".join(f"{k} {_format_value(float(v)) if isinstance(v, (int, float)) else v}"
-                            for k, v in row.get("figures", {}).items())
-        print(f"{row['kind']:<11} zoo:{row['name']}")
-        if figures:
-            print(f"    {figures}")
-        print(f"    {row['path']}")
+        print(f"{row.kind:<11} zoo:{row.name}")
+        for key, value in row.figures.items():
+            shown = _format_value(float(value)) if isinstance(value, (int, float)) else value
+            print(f"    {key}: {shown}")
+        print(f"    {row.path}")
     return 0
 
 

@@ -21,6 +21,6 @@ from tests.ndif.fixtures import (  # noqa: E402,F401 - the loopback NDIF server
 
 @pytest.fixture
 def toy_host(register_plugin, mi_ideas_host):
-    """The installed host plus the `toy` plugin (ideas `toy-echo` and `toy-fail`)."""
+    """The installed host plus the `toy` plugin (ideas `toy-echo`, `toy-fail`, `toy-probe`)."""
     register_plugin(toy_plugin, name="toy")
     return mi_ideas_host
