@@ -1,0 +1,16 @@
+"""Built-in idea plugin ``cis-toy-model``: toy models of computation in superposition.
+
+Importing this package stays cheap (no torch); the experiment modules are imported by
+``CisToyModel.run``.
+"""
+
+from mi_ideas.hookspecs import hookimpl
+
+from .idea import CisToyModel
+
+__all__ = ["CisToyModel", "mi_ideas_register_ideas"]
+
+
+@hookimpl
+def mi_ideas_register_ideas(register):
+    register(CisToyModel)
