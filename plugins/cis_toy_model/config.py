@@ -1,7 +1,7 @@
 """Config of the cis-toy-model idea: one flat, frozen pydantic model.
 
 Each task's fields carry the task's prefix (``uand_``, ``cc_``, ``tms_``) so they can be
-set from the command line (``--set task=tms tms_feature_prob=0.1``); only the selected
+set from the command line (``--set task=tms --set tms_feature_prob=0.1``); only the selected
 task's fields are used. Nothing here imports torch.
 """
 
