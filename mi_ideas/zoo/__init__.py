@@ -1,0 +1,223 @@
+"""The embedded zoo: a tiny model, tokenizer, SAE and transcoder shipped with mi_ideas.
+
+Everything here is trained by ``python -m mi_ideas.zoo.train`` on the corpus of
+:mod:`mi_ideas.zoo.corpus` and stored in standard formats:
+
+* ``models/stories-gpt2/`` -- a Hugging Face directory (``GPT2LMHeadModel``,
+  safetensors, byte-level BPE tokenizer with ``<|endoftext|>`` as BOS/EOS);
+  ``transformers.AutoModelForCausalLM.from_pretrained(model_dir())`` works offline;
+* ``saes/stories-gpt2-resid2-topk/`` -- a SAELens TopK SAE on
+  ``blocks.2.hook_resid_pre``;
+* ``saes/stories-gpt2-mlp1-transcoder/`` -- a SAELens ``Transcoder`` from
+  ``blocks.1.hook_mlp_in`` to ``blocks.1.hook_mlp_out``;
+* ``manifest.json`` -- sha256 of every shipped file, the training config and
+  the key figures (held-out loss next to unigram / bigram losses, explained
+  variance and L0 of the dictionaries).
+
+Importing this module is cheap (standard library only).  ``load_model`` and
+``load_dictionary`` import transformers / SAELens when called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+__all__ = [
+    "ZOO_DIR",
+    "MANIFEST_PATH",
+    "DEFAULT_MODEL",
+    "DEFAULT_SAE",
+    "DEFAULT_TRANSCODER",
+    "ZooEntry",
+    "Mismatch",
+    "manifest",
+    "entry",
+    "model_dir",
+    "sae_dir",
+    "list_entries",
+    "verify",
+    "load_model",
+    "load_hooked_transformer",
+    "load_dictionary",
+]
+
+#: Directory holding the shipped zoo files (next to this module).
+ZOO_DIR = Path(__file__).resolve().parent
+MANIFEST_PATH = ZOO_DIR / "manifest.json"
+
+DEFAULT_MODEL = "stories-gpt2"
+DEFAULT_SAE = "stories-gpt2-resid2-topk"
+DEFAULT_TRANSCODER = "stories-gpt2-mlp1-transcoder"
+
+_DICT_KINDS = ("sae", "transcoder")
+
+
+class ZooEntry(NamedTuple):
+    """One row of :func:`list_entries`."""
+
+    name: str
+    kind: str  # "model", "sae" or "transcoder"
+    path: Path
+    figures: dict[str, Any]  # key figures, ready to print
+
+
+class Mismatch(NamedTuple):
+    """One problem found by :func:`verify`."""
+
+    path: str  # relative to the zoo directory
+    problem: str  # "missing", "sha256 mismatch", "size mismatch" or "not in manifest"
+    expected: str | None = None
+    actual: str | None = None
+
+
+def _strip(name: str) -> str:
+    return name[len("zoo:"):] if name.startswith("zoo:") else name
+
+
+@lru_cache(maxsize=8)
+def _load_manifest(path: str, mtime: float) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def manifest(root: str | Path | None = None) -> dict[str, Any]:
+    """The zoo manifest (a fresh copy of the parsed ``manifest.json``).
+
+    ``root`` defaults to :data:`ZOO_DIR`; pass another directory to read the
+    manifest of a zoo written elsewhere (e.g. ``train.py --out DIR``).
+    """
+    p = (Path(root) if root is not None else ZOO_DIR) / "manifest.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"no zoo manifest at {p}; run `python -m mi_ideas.zoo.train`")
+    return json.loads(json.dumps(_load_manifest(str(p), p.stat().st_mtime)))
+
+
+def entry(name: str, root: str | Path | None = None) -> dict[str, Any]:
+    """The manifest entry for ``name`` (``"stories-gpt2"`` or ``"zoo:stories-gpt2"``)."""
+    entries = manifest(root)["entries"]
+    key = _strip(name)
+    if key not in entries:
+        raise KeyError(f"no zoo entry {name!r}; known: {', '.join(sorted(entries))}")
+    return entries[key]
+
+
+def _path(name: str, kinds: tuple[str, ...], root: str | Path | None) -> Path:
+    e = entry(name, root)
+    if e["kind"] not in kinds:
+        raise KeyError(f"zoo entry {name!r} is a {e['kind']}, not a {' or '.join(kinds)}")
+    return (Path(root) if root is not None else ZOO_DIR) / e["path"]
+
+
+def model_dir(name: str = DEFAULT_MODEL, root: str | Path | None = None) -> Path:
+    """Local Hugging Face directory of zoo model ``name``."""
+    return _path(name, ("model",), root)
+
+
+def sae_dir(name: str = DEFAULT_SAE, root: str | Path | None = None) -> Path:
+    """Local SAELens directory of zoo SAE or transcoder ``name``."""
+    return _path(name, _DICT_KINDS, root)
+
+
+def _figures(e: dict[str, Any]) -> dict[str, Any]:
+    m = e.get("metrics", {})
+    if e["kind"] == "model":
+        return {
+            "params": e.get("n_parameters"),
+            "layers": e.get("n_layer"),
+            "d_model": e.get("d_model"),
+            "vocab": e.get("d_vocab"),
+            "heldout_loss": m.get("heldout_loss"),
+            "bigram_loss": m.get("bigram_loss"),
+            "unigram_loss": m.get("unigram_loss"),
+        }
+    fig = {"hook": e.get("hook_name")}
+    if e.get("hook_name_out"):
+        fig["hook_out"] = e["hook_name_out"]
+    fig.update({"d_sae": e.get("d_sae"), "explained_variance": m.get("explained_variance"), "l0": m.get("l0")})
+    return fig
+
+
+def list_entries(root: str | Path | None = None) -> list[ZooEntry]:
+    """One :class:`ZooEntry` (name, kind, path, key figures) per shipped model / dictionary."""
+    base = Path(root) if root is not None else ZOO_DIR
+    return [ZooEntry(name, e["kind"], base / e["path"], _figures(e))
+            for name, e in manifest(root)["entries"].items()]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(root: str | Path | None = None, extra: bool = True) -> list[Mismatch]:
+    """Check shipped files against the manifest; returns the problems (empty list = all good).
+
+    Every file listed in the manifest must exist with the recorded size and
+    sha256.  With ``extra=True`` files inside the entries' directories that
+    the manifest does not list are reported as ``"not in manifest"``.
+    """
+    base = Path(root) if root is not None else ZOO_DIR
+    man = manifest(root)
+    problems: list[Mismatch] = []
+    listed = man.get("files", {})
+    for rel, info in sorted(listed.items()):
+        p = base / rel
+        if not p.is_file():
+            problems.append(Mismatch(rel, "missing"))
+            continue
+        size = p.stat().st_size
+        if "bytes" in info and size != info["bytes"]:
+            problems.append(Mismatch(rel, "size mismatch", str(info["bytes"]), str(size)))
+            continue
+        digest = _sha256(p)
+        if digest != info["sha256"]:
+            problems.append(Mismatch(rel, "sha256 mismatch", info["sha256"], digest))
+    if extra:
+        for e in man["entries"].values():
+            d = base / e["path"]
+            if not d.is_dir():
+                continue
+            for p in sorted(d.rglob("*")):
+                rel = p.relative_to(base).as_posix()
+                if p.is_file() and rel not in listed and "__pycache__" not in p.parts:
+                    problems.append(Mismatch(rel, "not in manifest"))
+    return problems
+
+
+def load_model(name: str = DEFAULT_MODEL, root: str | Path | None = None, **kwargs: Any):
+    """``(model, tokenizer)`` from transformers, loaded offline from the local directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = str(model_dir(name, root))
+    kwargs.setdefault("local_files_only", True)
+    model = AutoModelForCausalLM.from_pretrained(d, **kwargs)
+    tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
+    model.eval()
+    return model, tok
+
+
+def load_hooked_transformer(name: str = DEFAULT_MODEL, root: str | Path | None = None):
+    """A TransformerLens ``HookedTransformer`` of zoo model ``name``, built offline.
+
+    Exact weights, no LayerNorm folding / centring (activations equal the HF
+    model's); ``use_hook_mlp_in`` is on; the tokenizer prepends ``<|endoftext|>``.
+    (``HookedTransformer.from_pretrained`` would try to fetch a config from the Hub.)
+    """
+    from .lm import to_hooked_transformer
+
+    model, tok = load_model(name, root)
+    return to_hooked_transformer(model, tokenizer=tok)
+
+
+def load_dictionary(name: str = DEFAULT_SAE, root: str | Path | None = None, device: str = "cpu"):
+    """The SAELens object (``TopKSAE``, ``Transcoder``, ...) for zoo dictionary ``name``."""
+    from sae_lens import SAE
+
+    return SAE.load_from_disk(str(sae_dir(name, root)), device=device)
