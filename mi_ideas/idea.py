@@ -112,7 +112,7 @@ class Idea:
     default_model: ClassVar[str] = "zoo:stories-gpt2"
     #: Whether the idea uses sparse dictionaries (``--sae``; ``ctx.saes``) and the defaults.
     uses_saes: ClassVar[bool] = False
-    default_saes: ClassVar[tuple[str, ...]] = ()
+    default_saes: ClassVar[tuple[str, ...]] = ("zoo:stories-gpt2-resid2-topk",)
     #: Whether the idea reads a dataset (``--data``; ``ctx.dataset``) and its default spec.
     uses_data: ClassVar[bool] = False
     default_data: ClassVar[str] = "zoo:stories"
