@@ -219,18 +219,42 @@ class Subject:
         interventions: Sequence[Intervention] = (),
         logits: bool = False,
         stats: StatsRequest | None = None,
+        start_at: str | None = None,
+        start_resid: "torch.Tensor | None" = None,
     ) -> ForwardOutput:
         """One forward pass: apply interventions, read sites, and return what was asked.
 
         ``read`` sites come back under the names given, selected at ``positions``. Ask for
         ``stats`` rather than ``logits`` when only KL / top-k / norms are needed: remote
         back-ends then never download vocabulary-sized tensors.
+
+        ``start_at="resid_pre.L"`` with ``start_resid`` (the whole ``(batch, seq, d)``
+        residual stream entering block L) runs only blocks L and later: the earlier blocks
+        are skipped, not recomputed (TransformerLens's ``start_at_layer``; nnsight skips the
+        modules). Sites before ``start_at`` cannot be read or changed then.
         """
         batch = self._as_batch(inputs)
         read_sites = {name: self.site(name) for name in read}
-        for iv in interventions:
-            self.site(iv.site)
-        return self._forward(batch, read_sites, positions, list(interventions), logits, stats)
+        sites = list(read_sites.values()) + [self.site(iv.site) for iv in interventions]
+        start_layer = None
+        if start_at is not None or start_resid is not None:
+            start = self.site(start_at or "")
+            if start.kind != "resid_pre" or start_resid is None:
+                raise UsageError(
+                    "start_at must be a resid_pre.L site and comes with start_resid, the "
+                    "(batch, seq, d_model) residual stream entering block L."
+                )
+            if tuple(start_resid.shape) != (*batch.shape, self.d_model):
+                raise UsageError(
+                    f"start_resid has shape {tuple(start_resid.shape)}; expected "
+                    f"{(*batch.shape, self.d_model)} for this batch."
+                )
+            early = [s.name for s in sites if s.order < start.order]
+            if early:
+                raise UsageError(f"sites {early} come before {start.name}, where the run starts.")
+            start_layer = start.layer
+        return self._forward(batch, read_sites, positions, list(interventions), logits, stats,
+                             start_layer, start_resid)
 
     def harvest(self, inputs: Any, sites: Sequence[str], positions: Positions = "all"
                 ) -> dict[str, "torch.Tensor"]:
@@ -282,8 +306,10 @@ class Subject:
     # -- back-end duties ----------------------------------------------------------------
 
     def _forward(self, batch: Batch, read: dict[str, Site], positions: Positions,
-                 interventions: list[Intervention], logits: bool,
-                 stats: StatsRequest | None) -> ForwardOutput:  # pragma: no cover
+                 interventions: list[Intervention], logits: bool, stats: StatsRequest | None,
+                 start_layer: int | None = None, start_resid: "torch.Tensor | None" = None,
+                 ) -> ForwardOutput:  # pragma: no cover
+        """Run the model once; ``start_layer``/``start_resid`` as in :meth:`forward`."""
         raise NotImplementedError
 
 

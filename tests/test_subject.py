@@ -153,3 +153,22 @@ def test_model_objects_are_accepted(gpt2_dir):
         load_subject("gpt2")
     with pytest.raises(UsageError, match="cannot use a builtins.int"):
         load_subject(3)
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_starting_at_a_layer_equals_the_full_run(subject, layer):
+    batch = subject.tokenize(PROMPTS)
+    v = torch.randn(subject.d_model, generator=torch.Generator().manual_seed(3))
+    site = f"resid_pre.{layer}"
+    clean = subject.forward(batch, read=[site], logits=True)
+    full = subject.forward(batch, read=["resid_post.1"], logits=True,
+                           interventions=[Intervention(site, "add", v, "last")])
+    resid = clean.activations[site].clone()
+    resid[:, -1] += v
+    started = subject.forward(batch, read=["resid_post.1"], logits=True,
+                              start_at=site, start_resid=resid)
+    assert torch.allclose(started.logits, full.logits, atol=1e-5)
+    assert torch.allclose(started.activations["resid_post.1"], full.activations["resid_post.1"],
+                          atol=1e-5)
+    with pytest.raises(UsageError, match="come before resid_pre.1"):
+        subject.forward(batch, read=["mlp_out.0"], start_at="resid_pre.1", start_resid=resid)

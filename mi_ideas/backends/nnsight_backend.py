@@ -138,6 +138,9 @@ class NNsightSubject(Subject):
             tokenizer=model.tokenizer, n_layers=n_layers, d_model=d_model,
             d_vocab=int(config.vocab_size), parallel_residual=parallel, fingerprint=fingerprint,
         )
+        self.block_output_is_tuple = False  # transformers >= 5; probed below when local
+        if not (self.remote and remote != "local"):
+            self.block_output_is_tuple = _block_returns_tuple(model)
         if check:
             self.check_renaming(run=not self.remote or remote == "local")
 
@@ -200,8 +203,8 @@ class NNsightSubject(Subject):
         raise UsageError(f"site {site} has no nnsight location")  # pragma: no cover
 
     def _forward(self, batch: Batch, read: dict[str, Site], positions: Any,
-                 interventions: list[Intervention], logits: bool,
-                 stats: StatsRequest | None) -> ForwardOutput:
+                 interventions: list[Intervention], logits: bool, stats: StatsRequest | None,
+                 start_layer: int | None = None, start_resid: Any = None) -> ForwardOutput:
         import torch
 
         read_index = position_index(positions, batch)
@@ -231,15 +234,28 @@ class NNsightSubject(Subject):
         logit_reads = [name for name, s in read.items() if s.kind == "logits"]
         stat_args = ((stat_index, stats.kl_reference, stats.topk, stats.entropy, stats.final_norm)
                      if want_stats else None)
+        # Starting at block L: blocks before it are skipped (their output is never
+        # computed), and block L-1's stand-in output is the given residual stream.
+        skips = []
+        if start_layer:
+            out = (start_resid,) if self.block_output_is_tuple else start_resid
+            skips = [(self.model.layers[i], out) for i in range(start_layer)]
+        elif start_layer == 0:
+            replace = ("replace", start_resid, None)
+            first = self._envoy(self.site("resid_pre.0"))
+            if plan and plan[0][0][0] is first[0] and plan[0][0][1] == "input":
+                plan[0] = (plan[0][0], [replace, *plan[0][1]], plan[0][2])
+            else:
+                plan.insert(0, (first, [replace], []))
         if self.remote and self.remote_arg != "local":
             from mi_ideas.remote import remote_errors
 
             with remote_errors(self.remote_arg, self.spec):
-                saved = _run_trace(self.model, inputs, trace_kwargs, plan, read_index,
+                saved = _run_trace(self.model, inputs, trace_kwargs, skips, plan, read_index,
                                    logit_reads, logits, stat_args, final_envoy)
         else:
-            saved = _run_trace(self.model, inputs, trace_kwargs, plan, read_index, logit_reads,
-                               logits, stat_args, final_envoy)
+            saved = _run_trace(self.model, inputs, trace_kwargs, skips, plan, read_index,
+                               logit_reads, logits, stat_args, final_envoy)
         saved = _value(saved)
         result = ForwardOutput()
         for name in read:
@@ -251,7 +267,8 @@ class NNsightSubject(Subject):
         return result
 
 
-def _run_trace(model: Any, inputs: dict, trace_kwargs: dict, plan: list, read_index: Any,
+def _run_trace(model: Any, inputs: dict, trace_kwargs: dict, skips: list, plan: list,
+               read_index: Any,
                logit_reads: list, want_logits: bool, stat_args: tuple | None,
                final_envoy: Any) -> dict:
     """The one trace of a forward: apply interventions, read sites, compute statistics.
@@ -267,11 +284,12 @@ def _run_trace(model: Any, inputs: dict, trace_kwargs: dict, plan: list, read_in
     # namespace (including builtins), while functions carry only the globals they use.
     ops = (trace_ops.select, trace_ops.intervene, trace_ops.stats)
     with torch.no_grad():  # outside the traced frame: its `with` source is what ships
-        return _trace_body(model, inputs, trace_kwargs, plan, read_index, logit_reads,
+        return _trace_body(model, inputs, trace_kwargs, skips, plan, read_index, logit_reads,
                            want_logits, stat_args, final_envoy, ops, nnsight)
 
 
-def _trace_body(model: Any, inputs: dict, trace_kwargs: dict, plan: list, read_index: Any,
+def _trace_body(model: Any, inputs: dict, trace_kwargs: dict, skips: list, plan: list,
+                read_index: Any,
                 logit_reads: list, want_logits: bool, stat_args: tuple | None,
                 final_envoy: Any, ops: tuple, nnsight: Any) -> dict:
     """The traced frame: its locals are tensors, envoys, ints and the shipped functions."""
@@ -279,6 +297,8 @@ def _trace_body(model: Any, inputs: dict, trace_kwargs: dict, plan: list, read_i
     with model.trace(**inputs, **trace_kwargs):
         saved = {}
         final_resid = None
+        for block, output in skips:
+            block.skip(output)
         for (envoy, where, tuple_index), ivs, reads in plan:
             if final_envoy is not None and envoy is final_envoy:
                 final_resid = final_envoy.input
@@ -305,6 +325,21 @@ def _trace_body(model: Any, inputs: dict, trace_kwargs: dict, plan: list, read_i
             saved["__stats__"] = {k: v.detach().cpu() for k, v in computed.items()}
         saved = nnsight.save(saved)
     return saved
+
+
+def _block_returns_tuple(model: Any) -> bool:
+    """Whether this model's blocks return a tuple (older transformers) or a tensor."""
+    import torch
+
+    block = model.layers[0]._module
+    seen: list[bool] = []
+    handle = block.register_forward_hook(lambda mod, args, out: seen.append(isinstance(out, tuple)))
+    try:
+        with torch.no_grad():
+            model._module(input_ids=torch.zeros(1, 1, dtype=torch.long))
+    finally:
+        handle.remove()
+    return bool(seen and seen[0])
 
 
 _SHIPPED = False

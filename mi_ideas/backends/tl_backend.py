@@ -47,8 +47,8 @@ class TLSubject(Subject):
         )
 
     def _forward(self, batch: Batch, read: dict[str, Site], positions: Any,
-                 interventions: list[Intervention], logits: bool,
-                 stats: StatsRequest | None) -> ForwardOutput:
+                 interventions: list[Intervention], logits: bool, stats: StatsRequest | None,
+                 start_layer: int | None = None, start_resid: Any = None) -> ForwardOutput:
         import torch
 
         read_index = position_index(positions, batch)
@@ -95,9 +95,11 @@ class TLSubject(Subject):
                 lambda mod, args, output, fn=fn, h=h: fn(output, _Named(h))))
         try:
             with torch.no_grad():
+                start = {} if start_layer is None else {"start_at_layer": start_layer}
                 out_logits = self.model.run_with_hooks(
-                    batch.input_ids, attention_mask=batch.attention_mask, fwd_hooks=hooks,
-                    padding_side="left", prepend_bos=False,
+                    batch.input_ids if start_layer is None else start_resid,
+                    attention_mask=batch.attention_mask, fwd_hooks=hooks,
+                    padding_side="left", prepend_bos=False, **start,
                 )
         finally:
             for handle in handles:
