@@ -139,10 +139,10 @@ class NNsightSubject(Subject):
             d_vocab=int(config.vocab_size), parallel_residual=parallel, fingerprint=fingerprint,
         )
         self.block_output_is_tuple = False  # transformers >= 5; probed below when local
-        if not (self.remote and remote != "local"):
-            self.block_output_is_tuple = _block_returns_tuple(model)
         if check:
             self.check_renaming(run=not self.remote or remote == "local")
+        if not (self.remote and remote != "local") and hasattr(model, "layers"):
+            self.block_output_is_tuple = _block_returns_tuple(model)
 
     # -- renaming check ----------------------------------------------------------------
 
