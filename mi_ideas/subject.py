@@ -89,7 +89,8 @@ class StatsRequest:
     Computed at ``positions`` (default the last token): ``kl`` against
     ``kl_reference`` (log-probabilities, shape ``(batch, [n_positions,] vocab)``),
     KL(reference ‖ run) in nats; ``topk`` ids and log-probs; ``final_norm``, the L2 norm of
-    the final residual stream (the input of the final LayerNorm); ``entropy`` in nats.
+    the final residual stream (the input of the final LayerNorm); ``l2``, its L2 distance to
+    ``l2_reference`` (shape ``(batch, [n_positions,] d_model)``); ``entropy`` in nats.
     """
 
     positions: Positions = "last"
@@ -97,9 +98,20 @@ class StatsRequest:
     topk: int = 0
     final_norm: bool = False
     entropy: bool = False
+    l2_reference: "torch.Tensor | None" = None
 
     def wants_anything(self) -> bool:
-        return self.kl_reference is not None or self.topk > 0 or self.final_norm or self.entropy
+        return (self.kl_reference is not None or self.topk > 0 or self.final_norm
+                or self.entropy or self.l2_reference is not None)
+
+    @property
+    def needs_final_resid(self) -> bool:
+        return self.final_norm or self.l2_reference is not None
+
+    def args(self, index: Any) -> tuple:
+        """Arguments for :func:`mi_ideas.trace_ops.stats` after ``logits, final_resid``."""
+        return (index, self.kl_reference, self.topk, self.entropy, self.final_norm,
+                self.l2_reference)
 
 
 class Subject:

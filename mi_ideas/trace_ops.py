@@ -44,8 +44,8 @@ def intervene(x: torch.Tensor, op: str, value, index) -> torch.Tensor:
 
 
 def stats(logits: torch.Tensor, final_resid, index, kl_reference, topk: int,
-          entropy: bool, final_norm: bool) -> dict:
-    """KL(reference ‖ run), top-k, entropy and final-residual norm at ``index``."""
+          entropy: bool, final_norm: bool, l2_reference=None) -> dict:
+    """KL(reference ‖ run), top-k, entropy, final-residual norm and L2 distance at ``index``."""
     out = {}
     lp = select(logits, index).float().log_softmax(-1)
     if kl_reference is not None:
@@ -57,6 +57,10 @@ def stats(logits: torch.Tensor, final_resid, index, kl_reference, topk: int,
         out["topk_logprobs"] = vals
     if entropy:
         out["entropy"] = -(lp.exp() * lp).sum(-1)
-    if final_norm and final_resid is not None:
-        out["final_norm"] = select(final_resid, index).float().norm(dim=-1)
+    if final_resid is not None and (final_norm or l2_reference is not None):
+        resid = select(final_resid, index).float()
+        if final_norm:
+            out["final_norm"] = resid.norm(dim=-1)
+        if l2_reference is not None:
+            out["l2"] = (resid - l2_reference.to(resid.device).float()).norm(dim=-1)
     return out

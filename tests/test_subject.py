@@ -85,16 +85,21 @@ def test_derived_statistics(subject):
     batch = subject.tokenize(PROMPTS)
     clean = subject.forward(batch, read=["resid_post.1"], positions="last", logits=True)
     ref = clean.logits[:, -1].log_softmax(-1)
+    final = clean.activations["resid_post.1"]
     s0 = subject.forward(batch, stats=StatsRequest(kl_reference=ref, topk=5, entropy=True,
-                                                   final_norm=True)).stats
+                                                   final_norm=True, l2_reference=final)).stats
+    assert s0["l2"].abs().max() < 1e-5
     assert s0["kl"].abs().max() < 1e-5  # the same run: no divergence
     assert torch.equal(s0["topk_ids"], ref.topk(5).indices)
     assert torch.allclose(s0["entropy"], -(ref.exp() * ref).sum(-1), atol=1e-5)
     assert torch.allclose(s0["final_norm"], clean.activations["resid_post.1"].norm(dim=-1), atol=1e-5)
     v = 5 * torch.randn(subject.d_model, generator=torch.Generator().manual_seed(1))
-    s1 = subject.forward(batch, stats=StatsRequest(kl_reference=ref), interventions=[
-        Intervention("resid_pre.1", "add", v)]).stats
-    assert (s1["kl"] > 1e-3).all()
+    s1 = subject.forward(batch, read=["resid_post.1"], positions="last", interventions=[
+        Intervention("resid_pre.1", "add", v)], stats=StatsRequest(kl_reference=ref,
+                                                                   l2_reference=final))
+    assert (s1.stats["kl"] > 1e-3).all()
+    assert torch.allclose(s1.stats["l2"], (s1.activations["resid_post.1"] - final).norm(dim=-1),
+                          atol=1e-5)
 
 
 def test_greedy_generation_matches_hugging_face(subject, gpt2_dir):

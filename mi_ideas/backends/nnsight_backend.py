@@ -226,14 +226,13 @@ class NNsightSubject(Subject):
             plan.append((self._envoy(site), ivs, reads))
         want_stats = stats is not None and stats.wants_anything()
         stat_index = position_index(stats.positions, batch) if want_stats else None
-        final_envoy = self.model.ln_final if want_stats and stats.final_norm else None
+        final_envoy = self.model.ln_final if want_stats and stats.needs_final_resid else None
         read_logits = "logits" in [s.kind for s in read.values()]
         inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       position_ids=batch.position_ids)
         trace_kwargs = {"remote": self.remote_arg} if self.remote else {}
         logit_reads = [name for name, s in read.items() if s.kind == "logits"]
-        stat_args = ((stat_index, stats.kl_reference, stats.topk, stats.entropy, stats.final_norm)
-                     if want_stats else None)
+        stat_args = stats.args(stat_index) if want_stats else None
         # Starting at block L: blocks before it are skipped (their output is never
         # computed), and block L-1's stand-in output is the given residual stream.
         skips = []

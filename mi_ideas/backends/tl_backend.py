@@ -64,7 +64,7 @@ class TLSubject(Subject):
             by_hook.setdefault(to_hook_name(site), ([], []))[0].append(
                 (iv.op, iv.value, position_index(iv.positions, batch)))
         want_stats = stats is not None and stats.wants_anything()
-        if want_stats and stats.final_norm:
+        if want_stats and stats.needs_final_resid:
             by_hook.setdefault("blocks.%d.hook_resid_post" % (self.n_layers - 1), ([], []))
 
         final: dict[str, torch.Tensor] = {}
@@ -113,9 +113,7 @@ class TLSubject(Subject):
             result.logits = out_logits
         if want_stats:
             result.stats = trace_ops.stats(out_logits, final.get("resid"),
-                                           position_index(stats.positions, batch),
-                                           stats.kl_reference, stats.topk, stats.entropy,
-                                           stats.final_norm)
+                                           *stats.args(position_index(stats.positions, batch)))
         return result
 
 
