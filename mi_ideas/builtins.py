@@ -15,7 +15,8 @@ def _zoo_model(rest: str, remote: Any) -> Any:
     from mi_ideas.backends.nnsight_backend import load_nnsight
     from mi_ideas.models import nnsight_remote
 
-    return load_nnsight(zoo.model_dir(rest), spec=f"zoo:{rest}", remote=nnsight_remote(remote))
+    # A str, not a Path: nnsight keys remote models by repo id, which must be a string.
+    return load_nnsight(str(zoo.model_dir(rest)), spec=f"zoo:{rest}", remote=nnsight_remote(remote))
 
 
 def _hf_model(rest: str, remote: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -80,8 +82,7 @@ def test_remote_run_equals_local_run_and_keeps_the_key_out_of_files(
     assert all(r["headers"].get("ndif-api-key") == API_KEY for r in stats["requests_log"][-4:])
     run_dir = tmp_path / "toy-probe"
     assert API_KEY not in _files_text(run_dir)
-    prov = json.loads((next(p for p in run_dir.iterdir() if p.name in remote.run_dir)
-                       / "provenance.json").read_text())
+    prov = json.loads((Path(remote.run_dir) / "provenance.json").read_text())
     assert prov["model"]["remote"] == ndif_server.url
 
 

@@ -105,6 +105,10 @@ from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
+# anyio imports parts of itself lazily, on the first large request; by then nnsight has
+# added a `save` attribute to objects, which breaks that import (HTTP 500). Import them now.
+import anyio._backends._asyncio  # noqa: E402,F401
+import anyio.abc  # noqa: E402,F401
 from fastapi import BackgroundTasks, FastAPI, Request, WebSocket  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
 
