@@ -311,6 +311,13 @@ class Subject:
             mask = torch.cat([mask, torch.ones_like(nxt, dtype=mask.dtype)], dim=1)
         return ids
 
+    def reinitialized(self, seed: int = 0) -> "Subject":
+        """The same architecture with freshly initialised weights (a control), local only."""
+        raise UsageError(
+            f"the {self.backend} back-end cannot build a re-initialised copy of {self.spec}; "
+            f"use a local nnsight or TransformerLens model for controls that need one."
+        )
+
     def decode(self, ids: "torch.Tensor") -> list[str]:
         """Token ids back to text, one string per row (padding removed)."""
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -63,6 +63,22 @@ def clean_run(subject: Any, prompts: Any, site: str) -> CleanRun:
                     final=out.activations[final_site][:, -1].clone())
 
 
+def rebase(subject: Any, clean: CleanRun, site: str, new_x: Any) -> CleanRun:
+    """A clean run whose reference activations are ``new_x`` (e.g. synthetic bases).
+
+    The residual stream at the site keeps its other positions; the last position becomes
+    ``new_x``, and the log-probs and final residual are those of that activation.
+    """
+    resid = clean.resid.clone()
+    resid[:, -1] = new_x
+    final_site = f"resid_post.{subject.n_layers - 1}"
+    out = subject.forward(clean.batch, read=[final_site], positions="last", logits=True,
+                          start_at=site, start_resid=resid)
+    return CleanRun(batch=clean.batch, resid=resid, x=new_x.clone(),
+                    logprobs=out.logits[:, -1].float().log_softmax(-1),
+                    final=out.activations[final_site])
+
+
 def path_points(x: Any, paths: Any, steps: Any, kind: PathKind) -> Any:
     """Perturbed activations ``(n_prompts, n_paths, n_steps, d)`` for each path and step."""
     import torch

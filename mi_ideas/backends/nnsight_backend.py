@@ -144,6 +144,18 @@ class NNsightSubject(Subject):
         if not (self.remote and remote != "local") and hasattr(model, "layers"):
             self.block_output_is_tuple = _block_returns_tuple(model)
 
+    def reinitialized(self, seed: int = 0) -> "NNsightSubject":
+        """A fresh, seeded initialisation of the same architecture (local models only)."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        if self.remote and self.remote_arg != "local":
+            return super().reinitialized(seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            fresh = AutoModelForCausalLM.from_config(self.model._module.config).eval()
+        return load_nnsight(fresh, spec=f"{self.spec}#reinit{seed}", tokenizer=self.tokenizer)
+
     # -- renaming check ----------------------------------------------------------------
 
     def check_renaming(self, run: bool = True) -> None:

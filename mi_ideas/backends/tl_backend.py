@@ -46,6 +46,16 @@ class TLSubject(Subject):
             fingerprint=weights_fingerprint(model),
         )
 
+    def reinitialized(self, seed: int = 0) -> "TLSubject":
+        """A fresh, seeded initialisation of the same TransformerLens architecture."""
+        import torch
+
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            fresh = type(self.model)(self.model.cfg, tokenizer=self.model.tokenizer,
+                                     move_to_device=False)
+        return TLSubject(fresh, spec=f"{self.spec}#reinit{seed}")
+
     def _forward(self, batch: Batch, read: dict[str, Site], positions: Any,
                  interventions: list[Intervention], logits: bool, stats: StatsRequest | None,
                  start_layer: int | None = None, start_resid: Any = None) -> ForwardOutput:

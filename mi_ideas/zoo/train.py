@@ -491,6 +491,7 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
     for rel in (Path("models") / MODEL_NAME, Path("saes") / SAE_NAME, Path("saes") / TRANSCODER_NAME):
         for p in sorted((out / rel).rglob("*")):
             if p.is_file():
+                p.chmod(0o644)  # some writers create 0600 files; shipped files must be world-readable
                 files[p.relative_to(out).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     total_bytes = sum(f["bytes"] for f in files.values())
 

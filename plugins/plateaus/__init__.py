@@ -1,0 +1,15 @@
+"""The plateau family: activation-plateaus, discrete-output-states, sensitive-directions.
+
+One plugin, three ideas, sharing the batched sweep engine (:mod:`mi_ideas.sweep`), the
+direction families (:mod:`.directions`) and the curve metrics (:mod:`.metrics`). Importing
+this package is cheap: the ideas import torch inside ``run``.
+"""
+
+from mi_ideas.hookspecs import hookimpl
+
+
+@hookimpl
+def mi_ideas_register_ideas(register):
+    from .activation_plateaus import ActivationPlateaus
+
+    register(ActivationPlateaus)
