@@ -124,7 +124,10 @@ def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> 
     details["curves"] = curves
 
     # -- control: the same architecture, re-initialised ---------------------------------
-    if config.reinit_control and "relative" in config.step_modes:
+    if config.reinit_control and subject.remote and subject.remote_arg != "local":
+        ctx.log("the re-initialised control needs the weights locally: skipped for a remote model")
+        details["reinit_control"] = "skipped: remote model"
+    elif config.reinit_control and "relative" in config.step_modes:
         fresh = subject.reinitialized(ctx.seed)
         fresh_pool = dirs.Pool.fit(pool_activations(fresh, pool_batch, site))
         fresh_clean = clean_run(fresh, ref, site)
