@@ -33,17 +33,18 @@ SITES = ["resid_pre.{L}", "mlp_out.{L}", "resid_post.{L}"]
 def gpt2_small_dir(tmp: Path) -> Path:
     """A GPT-2-small-sized model with random weights (no download)."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     from mi_ideas import zoo
 
     path = tmp / "gpt2-small-random"
     if not (path / "config.json").exists():
+        tok = AutoTokenizer.from_pretrained(str(zoo.model_dir()))
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config(n_layer=12, n_embd=768, n_head=12, n_positions=256,
-                                           vocab_size=zoo.tokenizer().vocab_size))
+                                           vocab_size=len(tok)))
         model.save_pretrained(path)
-        zoo.tokenizer().save_pretrained(path)
+        tok.save_pretrained(path)
     return path
 
 

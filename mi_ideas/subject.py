@@ -173,7 +173,7 @@ class Subject:
         rows: list[list[int]] = []
         bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         for text in texts:
-            ids = list(tok(text, add_special_tokens=False)["input_ids"])
+            ids = list(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
             if prepend_bos and bos is not None:
                 ids = [bos, *ids]
             if max_length is not None:
