@@ -347,7 +347,8 @@ def _block_returns_tuple(model: Any) -> bool:
     handle = block.register_forward_hook(lambda mod, args, out: seen.append(isinstance(out, tuple)))
     try:
         with torch.no_grad():
-            model._module(input_ids=torch.zeros(1, 1, dtype=torch.long))
+            ids = torch.zeros(1, 1, dtype=torch.long)
+            model._module(input_ids=ids, attention_mask=torch.ones_like(ids))
     finally:
         handle.remove()
     return bool(seen and seen[0])
