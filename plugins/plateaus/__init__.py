@@ -11,5 +11,7 @@ from mi_ideas.hookspecs import hookimpl
 @hookimpl
 def mi_ideas_register_ideas(register):
     from .activation_plateaus import ActivationPlateaus
+    from .discrete_output_states import DiscreteOutputStates
 
     register(ActivationPlateaus)
+    register(DiscreteOutputStates)

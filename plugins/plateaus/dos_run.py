@@ -1,0 +1,361 @@
+"""The discrete-output-states experiment: clean forwards, clustering, probes, pair sweeps.
+
+Every model call goes through the subject (``Subject.forward``) or the shared sweep engine
+(:func:`mi_ideas.sweep.sweep`), so the idea runs remotely as well as locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from mi_ideas.errors import UsageError
+from mi_ideas.sweep import CleanRun, clean_run, sweep
+
+from . import dos_cluster as dc
+from .discrete_output_states import DiscreteOutputStatesConfig, DiscreteOutputStatesResult
+from .metrics import first_crossing, ks_distance, sharpness
+
+#: The interpolation paths swept from each reference prompt, in order.
+PATHS = ("within", "across", "within_far", "null_within", "null_across")
+PATH_DESCRIPTIONS = {
+    "within": "towards the activation of another prompt in the same output cluster",
+    "across": "towards the activation of a prompt in a different output cluster",
+    "within_far": "along the same-cluster direction, as far as the other-cluster partner "
+                  "(distance-matched control)",
+    "null_within": "towards a prompt in the same cluster of a null partition (random "
+                   "relabelling with the same cluster sizes)",
+    "null_across": "towards a prompt in a different cluster of the null partition",
+}
+
+SHARPNESS_DEF = (
+    "median over pairs of sharpness = max over steps of the finite-difference slope of "
+    "f(alpha) = d(alpha)/d(1) along the interpolation (1 = linear response; a smooth KL "
+    "curve, quadratic near 0, gives about 2; a plateau followed by a jump gives >> 1)"
+)
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """torch and the BLAS / OpenMP pools on one thread for the run (tiny arrays; a shared
+    CPU), restored afterwards; one thread also makes the float reductions reproducible."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with dc.one_thread():
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _pick(labels: np.ndarray, i: int, same: bool, rng: np.random.Generator) -> int:
+    """A random prompt in the same (or another) cluster as ``i``, never ``i``; -1 if none."""
+    mask = (labels == labels[i]) if same else (labels != labels[i])
+    mask[i] = False
+    choices = np.flatnonzero(mask)
+    return int(rng.choice(choices)) if len(choices) else -1
+
+
+def make_pairs(labels: np.ndarray, null_labels: np.ndarray, n_pairs: int,
+               rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Reference prompts and their partners under the clusters and under the null partition.
+
+    References are drawn (without replacement while possible) among prompts that have a
+    partner of every kind; returns ``ref`` and one index array per partner kind.
+    """
+    n = len(labels)
+    sizes = np.bincount(labels)[labels]
+    null_sizes = np.bincount(null_labels)[null_labels]
+    ok = np.flatnonzero((sizes >= 2) & (sizes < n) & (null_sizes >= 2) & (null_sizes < n))
+    if len(ok) == 0:
+        raise UsageError("no prompt has both a same-cluster and an other-cluster partner.")
+    ref = rng.choice(ok, size=n_pairs, replace=n_pairs > len(ok))
+    out = {"ref": ref}
+    for name, lab, same in (("within", labels, True), ("across", labels, False),
+                            ("null_within", null_labels, True),
+                            ("null_across", null_labels, False)):
+        out[name] = np.array([_pick(lab, int(i), same, rng) for i in ref])
+    return out
+
+
+def _subset(clean: CleanRun, idx: Any) -> CleanRun:
+    from mi_ideas.subject import Batch
+
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    b = clean.batch
+    return CleanRun(batch=Batch(b.input_ids[idx], b.attention_mask[idx]), resid=clean.resid[idx],
+                    x=clean.x[idx], logprobs=clean.logprobs[idx], final=clean.final[idx])
+
+
+def _kl_rows(lp: torch.Tensor, a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+    """KL(p_a || p_b) in nats between clean next-token distributions, row by row."""
+    pa, pb = lp[torch.as_tensor(a)], lp[torch.as_tensor(b)]
+    return (pa.exp() * (pa - pb)).sum(-1)
+
+
+def _median(t: Any) -> float:
+    t = torch.as_tensor(t, dtype=torch.float32).reshape(-1)
+    t = t[torch.isfinite(t)]
+    return float(t.median()) if len(t) else float("nan")
+
+
+def run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResult:
+    with single_thread():
+        return _run(ctx, cfg)
+
+
+def _run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResult:
+    subject, ds = ctx.subject, ctx.dataset
+    site = subject.site(cfg.site)
+    if site.kind != "resid_pre":
+        raise UsageError(f"site must be a resid_pre.L site (the sweep perturbs the residual "
+                         f"stream entering block L), not {cfg.site!r}.")
+    probe_sites = [subject.site(s).name for s in (cfg.probe_sites or (
+        ["resid_pre.0"] + [f"resid_post.{layer}" for layer in range(subject.n_layers)]))]
+    seed = int(ctx.seed)
+    rng = ctx.rng
+
+    # -- 1. prompts and one clean pass --------------------------------------------------
+    n_all = len(ds)
+    keep = (np.arange(n_all) if n_all <= cfg.max_prompts
+            else np.sort(rng.choice(n_all, size=cfg.max_prompts, replace=False)))
+    texts = [ds.texts[i] for i in keep]
+    slot_labels = [ds.labels[i] for i in keep]
+    n = len(texts)
+    if n < 4:
+        raise UsageError(f"dataset {ds.spec!r} has {n} prompts; at least 4 are needed.")
+    ctx.log(f"discrete-output-states: {n} prompts from {ds.spec}")
+    clean = clean_run(subject, texts, site.name)
+    logprobs = clean.logprobs.float()
+    acts = subject.forward(clean.batch, read=probe_sites, positions="last").activations
+
+    # -- 2. output states -----------------------------------------------------------------
+    sel = dc.select_k(logprobs.numpy(), k_min=cfg.k_min, k_max=cfg.k_max,
+                      representation=cfg.representation, criterion=cfg.criterion,
+                      min_silhouette=cfg.min_silhouette, floor=cfg.logprob_floor, seed=seed,
+                      n_init=cfg.kmeans_restarts, n_refs=cfg.gap_references)
+    labels = sel.labels
+    k = sel.k
+    sizes = np.bincount(labels, minlength=k)
+    centroids = dc.centroid_distributions(logprobs.numpy(), labels, cfg.representation)
+    align = dc.alignment(labels, slot_labels)
+    tok = subject.tokenizer
+    clusters = []
+    for c in range(k):
+        top = np.argsort(-centroids[c])[:5]
+        members = [slot_labels[i] for i in np.flatnonzero(labels == c)]
+        slots = {}
+        for key in align:
+            vals: dict[str, int] = {}
+            for m in members:
+                vals[str(m[key])] = vals.get(str(m[key]), 0) + 1
+            slots[key] = dict(sorted(vals.items(), key=lambda kv: -kv[1]))
+        clusters.append({"cluster": c, "size": int(sizes[c]),
+                         "top_tokens": [[tok.decode([int(t)]), float(centroids[c, t])]
+                                        for t in top],
+                         "slot_values": slots,
+                         "example": texts[int(np.flatnonzero(labels == c)[0])]})
+
+    metrics: dict[str, float] = {}
+    defs: dict[str, str] = {}
+
+    def put(name: str, value: Any, definition: str) -> None:
+        metrics[name] = float(value)
+        defs[name] = definition
+
+    put("n_prompts", n, "prompts of the template family used (last position of each)")
+    put("k", k, f"number of output states chosen by the {cfg.criterion} criterion "
+        + (f"(k in {sel.ks[0]}..{sel.ks[-1]} with the largest mean silhouette; k = 1 when "
+           f"that silhouette is below min_silhouette = {cfg.min_silhouette})"
+           if cfg.criterion == "silhouette" else
+           f"(smallest k in 1..{sel.gap_ks[-1]} with Gap(k) >= Gap(k+1) - s(k+1), "
+           f"{cfg.gap_references} uniform PCA-box references)")
+        + f" on {cfg.representation} clustering of the next-token distributions")
+    put("best_silhouette", sel.best_silhouette,
+        "largest mean silhouette over the k tried (s(i) = (b - a) / max(a, b), a = mean "
+        "distance of row i to its own cluster, b = to the nearest other cluster; distance "
+        f"of the {cfg.representation} representation); in [-1, 1], > 0.7 strong structure")
+    if k >= 2 and k in sel.ks:
+        put("silhouette_at_k", sel.silhouette[sel.ks.index(k)], "mean silhouette at the chosen k")
+    if sel.gap:
+        put("gap_at_k", sel.gap[k - 1], "gap statistic Gap(k) = E*[log W_k] - log W_k at the "
+            "chosen k (W_k = k-means within-cluster sum of squares; E* over uniform "
+            "references in the data's principal-axes box); > 0 means tighter than uniform")
+    put("k_at_upper_bound", float(sel.at_upper_bound),
+        "1 if the chosen k is k_max (the curve may still rise: widen the range), else 0")
+    if k >= 2:
+        put("cluster_stability_ari", dc.stability(
+            logprobs.numpy(), labels, representation=cfg.representation,
+            floor=cfg.logprob_floor, n_resamples=cfg.stability_resamples, seed=seed,
+            n_init=cfg.kmeans_restarts),
+            f"mean adjusted Rand index between the clustering and re-clusterings (same k) of "
+            f"{cfg.stability_resamples} random 80% subsets of the prompts (1 = the same states "
+            f"on every subset)")
+    put("largest_cluster_fraction", sizes.max() / n, "fraction of prompts in the largest cluster")
+    mean_h = float(np.mean(np.linalg.norm(
+        np.sqrt(np.exp(logprobs.numpy())) - np.sqrt(centroids[labels]), axis=1) / np.sqrt(2)))
+    put("within_cluster_hellinger", mean_h,
+        "mean Hellinger distance H(p, q) = ||sqrt p - sqrt q|| / sqrt 2 (in [0, 1]) of each "
+        "prompt's next-token distribution to its cluster's centre distribution")
+    if k >= 2:
+        cd = np.linalg.norm(np.sqrt(centroids)[:, None] - np.sqrt(centroids)[None], axis=-1)
+        cd = cd / np.sqrt(2)
+        put("between_centroid_hellinger_min", cd[~np.eye(k, dtype=bool)].min(),
+            "smallest Hellinger distance between two cluster centre distributions")
+    for key, a in align.items():
+        put(f"ami_{key}", a["ami"], f"adjusted mutual information (arithmetic normalisation; "
+            f"0 = chance, 1 = identical partitions) between the clusters and the "
+            f"'{key}' slot label ({int(a['n_values'])} values)")
+        put(f"ari_{key}", a["ari"], f"adjusted Rand index between the clusters and the "
+            f"'{key}' slot label (0 = chance, 1 = identical)")
+
+    details: dict[str, Any] = {
+        "dataset": ds.spec, "site": site.name, "probe_sites": probe_sites,
+        "k_selection": {"criterion": cfg.criterion, "representation": cfg.representation,
+                        "ks": sel.ks, "silhouette": sel.silhouette, "gap_ks": sel.gap_ks,
+                        "gap": sel.gap, "gap_s": sel.gap_s, "k": k},
+        "clusters": clusters, "alignment": align,
+    }
+    tensors: dict[str, torch.Tensor] = {
+        "labels": torch.as_tensor(labels), "prompt_index": torch.as_tensor(keep),
+        "centroids": torch.as_tensor(centroids, dtype=torch.float32),
+        "logprobs": logprobs,
+    }
+
+    if k < 2:
+        ctx.log("discrete-output-states: no discrete structure (k = 1); probes and "
+                "interpolations need two or more states and are skipped.")
+        details["skipped"] = "k = 1: no states to probe or interpolate between"
+    else:
+        _probe(ctx, cfg, acts, labels, probe_sites, seed, put, details, tensors)
+        _plateaus(ctx, cfg, subject, clean, logprobs, labels, site.name, rng, put, details,
+                  tensors)
+
+    ctx.artifacts.save_tensors("discrete_output_states", tensors,
+                               metadata={"site": site.name, "dataset": ds.spec, "k": str(k)})
+    ctx.artifacts.save_json("clusters", {
+        "k": k, "dataset": ds.spec, "clusters": clusters,
+        "prompts": [{"text": t, "cluster": int(c), **{kk: str(v) for kk, v in s.items()}}
+                    for t, c, s in zip(texts, labels, slot_labels)]})
+    from .dos_figures import make_figures
+
+    make_figures(ctx, details, cfg)
+    return DiscreteOutputStatesResult(metrics=metrics, definitions=defs, details=details, k=k)
+
+
+def _probe(ctx: Any, cfg: DiscreteOutputStatesConfig, acts: dict, labels: np.ndarray,
+           probe_sites: list[str], seed: int, put: Any, details: dict, tensors: dict) -> None:
+    rows = []
+    for s in ctx.progress(probe_sites, desc="probes"):
+        sc = dc.probe_accuracy(acts[s].float().numpy(), labels, folds=cfg.probe_folds,
+                               c=cfg.probe_c, seed=seed, n_shuffles=cfg.probe_shuffles)
+        rows.append({"site": s, "accuracy": sc.accuracy, "shuffled": sc.shuffled_mean,
+                     "shuffled_std": sc.shuffled_std, "majority": sc.majority})
+        key = s.replace(".", "_")
+        put(f"probe_acc_{key}", sc.accuracy,
+            f"held-out accuracy of a logistic-regression probe predicting the output cluster "
+            f"from {s} at the last position ({cfg.probe_folds}-fold stratified "
+            f"cross-validation, standardised features, L2 with C = {cfg.probe_c})")
+        put(f"probe_shuffled_{key}", sc.shuffled_mean,
+            f"control: the same probe at {s} on randomly permuted cluster labels (mean over "
+            f"{cfg.probe_shuffles} permutations); chance for this class balance")
+    put("probe_majority", rows[0]["majority"],
+        "accuracy of always predicting the largest cluster")
+    details["probes"] = rows
+    tensors["probe_accuracy"] = torch.tensor([r["accuracy"] for r in rows])
+    tensors["probe_shuffled"] = torch.tensor([r["shuffled"] for r in rows])
+
+
+def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: CleanRun,
+              logprobs: torch.Tensor, labels: np.ndarray, site: str, rng: np.random.Generator,
+              put: Any, details: dict, tensors: dict) -> None:
+    null_labels = rng.permutation(labels)
+    pairs = make_pairs(labels, null_labels, cfg.n_pairs, rng)
+    ref = pairs["ref"]
+    x = clean.x.float()
+    xr = x[torch.as_tensor(ref)]
+    t = {name: x[torch.as_tensor(pairs[name])] for name in ("within", "across",
+                                                            "null_within", "null_across")}
+    dist_across = (t["across"] - xr).norm(dim=-1, keepdim=True)
+    w_dir = t["within"] - xr
+    t["within_far"] = xr + w_dir / w_dir.norm(dim=-1, keepdim=True).clamp_min(1e-12) * dist_across
+    paths = torch.stack([t[name] for name in PATHS], dim=1)
+    steps = torch.linspace(0, 1, cfg.n_steps)
+    res = sweep(subject, _subset(clean, ref), site, paths, steps, kind="target",
+                rows_per_forward=cfg.rows_per_forward, progress=ctx.progress)
+    sharp = {"kl": sharpness(res.kl, steps)[0], "l2": sharpness(res.l2, steps)[0]}
+    cross = first_crossing(res.kl, cfg.kl_threshold)  # (n_pairs, n_paths), n_steps = never
+    p = {name: i for i, name in enumerate(PATHS)}
+
+    for ro in ("kl", "l2"):
+        what = ("KL(clean || interpolated) of the next-token distribution" if ro == "kl" else
+                "L2 distance of the final residual stream (last position) from the clean run")
+        for name in PATHS:
+            put(f"sharpness_{ro}_{name}", _median(sharp[ro][:, p[name]]),
+                f"{SHARPNESS_DEF}; read-out {what}; path {PATH_DESCRIPTIONS[name]}")
+        put(f"ks_{ro}_within_vs_across",
+            ks_distance(sharp[ro][:, p["within"]], sharp[ro][:, p["across"]]),
+            f"two-sample Kolmogorov-Smirnov statistic between the {ro} sharpness of "
+            f"same-cluster and of other-cluster pairs (0 = same distribution, 1 = disjoint)")
+        put(f"ks_{ro}_null", ks_distance(sharp[ro][:, p["null_within"]],
+                                         sharp[ro][:, p["null_across"]]),
+            f"control: the same KS statistic for the null partition's same- and "
+            f"other-cluster pairs (random clusters of the real sizes); near 0 if cluster "
+            f"membership is what matters")
+        put(f"ks_{ro}_across_vs_within_far",
+            ks_distance(sharp[ro][:, p["across"]], sharp[ro][:, p["within_far"]]),
+            f"control: KS statistic between the {ro} sharpness of other-cluster pairs and "
+            f"of distance-matched same-cluster-direction paths")
+    for name in ("within", "across", "within_far"):
+        crossed = cross[:, p[name]] < cfg.n_steps
+        put(f"frac_crossing_{name}", crossed.float().mean(),
+            f"fraction of {name} paths whose KL exceeds kl_threshold = {cfg.kl_threshold} "
+            f"nats anywhere along the path")
+        a = steps[cross[:, p[name]].clamp(max=cfg.n_steps - 1)][crossed]
+        put(f"crossing_alpha_{name}", _median(a) if len(a) else float("nan"),
+            f"median alpha (0..1) of the first step with KL > {cfg.kl_threshold} nats, over "
+            f"{name} paths that cross (plateau length as a fraction of the path)")
+    kl_w = _kl_rows(logprobs, ref, pairs["within"])
+    kl_a = _kl_rows(logprobs, ref, pairs["across"])
+    put("clean_kl_within", _median(kl_w), "median KL(p_ref || p_partner) in nats between the "
+        "clean next-token distributions of same-cluster pairs")
+    put("clean_kl_across", _median(kl_a), "median KL(p_ref || p_partner) in nats between the "
+        "clean next-token distributions of other-cluster pairs")
+    put("endpoint_kl_across", _median(res.kl[:, p["across"], -1]),
+        f"median KL(clean || alpha = 1) in nats of other-cluster paths: the reference prompt "
+        f"with the partner's {site} activation at the last position (earlier positions "
+        f"unchanged)")
+    put("endpoint_transfer_across", _median(res.kl[:, p["across"], -1] / kl_a.clamp_min(1e-9)),
+        "median over other-cluster pairs of KL(clean || alpha = 1) / KL(p_ref || p_partner): "
+        "about 1 when patching the last position alone carries the partner's output state")
+    d_w = (t["within"] - xr).norm(dim=-1)
+    put("act_distance_within", _median(d_w), f"median L2 distance at {site} between the "
+        "activations of same-cluster pairs")
+    put("act_distance_across", _median(dist_across), f"median L2 distance at {site} between "
+        "the activations of other-cluster pairs (also the length of the within_far paths)")
+
+    norm = {ro: (curves / curves[..., -1:].clamp_min(1e-12)) for ro, curves in
+            (("kl", res.kl), ("l2", res.l2))}
+    details["plateaus"] = {
+        "paths": list(PATHS), "path_descriptions": PATH_DESCRIPTIONS,
+        "steps": steps.tolist(),
+        "sharpness": {ro: {name: sharp[ro][:, p[name]].tolist() for name in PATHS}
+                      for ro in sharp},
+        "median_curve": {ro: {name: curves[:, p[name]].median(0).values.tolist()
+                              for name in PATHS} for ro, curves in (("kl", res.kl),
+                                                                    ("l2", res.l2))},
+        "median_normalised_curve": {ro: {name: norm[ro][:, p[name]].median(0).values.tolist()
+                                         for name in PATHS} for ro in norm},
+        "n_forwards": res.n_forwards, "kl_threshold": cfg.kl_threshold,
+    }
+    tensors.update({
+        "pairs_ref": torch.as_tensor(ref),
+        **{f"pairs_{name}": torch.as_tensor(pairs[name]) for name in
+           ("within", "across", "null_within", "null_across")},
+        "null_labels": torch.as_tensor(null_labels),
+        "sweep_kl": res.kl, "sweep_l2": res.l2, "sweep_steps": steps,
+        "sharpness_kl": sharp["kl"], "sharpness_l2": sharp["l2"],
+    })
