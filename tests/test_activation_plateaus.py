@@ -78,18 +78,3 @@ def test_importing_the_plugin_is_cheap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
-
-def test_remote_run_through_the_loopback_server_equals_local(tmp_path, ndif_server, ndif_config):
-    import mi_ideas
-
-    ndif_config.APP.REMOTE_LOGGING = False
-    small = dict(n_prompts=6, n_pool=40, n_steps=8, families=["real", "isotropic"], layers=[1],
-                 steering=True, sae_reconstruction=True, reinit_control=False,
-                 rows_per_forward=64, quiet=True, out=tmp_path)
-    local = mi_ideas.run("activation-plateaus", **small)
-    before = ndif_server.stats()["requests"]
-    remote = mi_ideas.run("activation-plateaus", remote=ndif_server.url, **small)
-    assert ndif_server.stats()["requests"] > before
-    assert remote.metrics.keys() == local.metrics.keys()
-    for key, value in local.metrics.items():
-        assert remote.metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key

@@ -1,0 +1,41 @@
+"""Every remote-capable idea, run through the loopback NDIF server, equals the local run."""
+
+from __future__ import annotations
+
+import pytest
+
+# Small configs, one per remote-capable built-in idea; a new remote-capable idea must add one.
+SMALL = {
+    "activation-plateaus": dict(
+        n_prompts=6, n_pool=40, n_steps=8, families=["real", "isotropic"], layers=[1],
+        steering=True, sae_reconstruction=True, reinit_control=False, rows_per_forward=64),
+    "discrete-output-states": dict(
+        k_max=13, kmeans_restarts=2, gap_references=2, probe_sites=["resid_post.1"],
+        probe_shuffles=1, n_pairs=8, n_steps=5),
+}
+
+
+def _remote_ideas():
+    from mi_ideas.host import Host
+
+    return sorted(n for n, cls in Host().ideas.items()
+                  if cls.remote and cls.uses_model and cls.__module__.startswith("mi_ideas_plugins"))
+
+
+def test_every_remote_capable_builtin_idea_has_a_remote_test():
+    assert set(_remote_ideas()) <= set(SMALL)
+
+
+@pytest.mark.parametrize("idea", sorted(SMALL))
+def test_remote_run_equals_local(idea, tmp_path, ndif_server, ndif_config):
+    import mi_ideas
+
+    ndif_config.APP.REMOTE_LOGGING = False
+    local = mi_ideas.run(idea, quiet=True, out=tmp_path, **SMALL[idea])
+    before = ndif_server.stats()["requests"]
+    remote = mi_ideas.run(idea, remote=ndif_server.url, quiet=True, out=tmp_path, **SMALL[idea])
+    assert ndif_server.stats()["requests"] > before  # the model calls went to the server
+    assert remote.provenance.model["remote"] == ndif_server.url
+    assert remote.metrics.keys() == local.metrics.keys()
+    for key, value in local.metrics.items():
+        assert remote.metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5, nan_ok=True), key
