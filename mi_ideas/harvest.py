@@ -96,7 +96,8 @@ def harvest(
     dataset: Any,
     sites: Sequence[str],
     *,
-    positions: str = "all",
+    positions: Any = "all",
+    positions_key: str | None = None,
     batch_size: int = 32,
     max_length: int = 128,
     prepend_bos: bool = True,
@@ -108,7 +109,9 @@ def harvest(
     """Harvest ``sites`` over a dataset; returns the on-disk :class:`Activations`.
 
     ``positions``: ``"all"`` (every real token; ``skip_bos`` drops the BOS row, whose norm
-    dwarfs the rest), or ``"last"`` (the last token of each text). ``budget_mb`` bounds the
+    dwarfs the rest), ``"last"`` (the last token of each text), or a function
+    ``mask(batch) -> (batch, seq) bool tensor`` choosing rows (e.g. only tokens labelled with a
+    concept), named by ``positions_key`` for the cache. ``budget_mb`` bounds the
     rows held in memory before a shard is written. ``reuse=False`` recomputes and replaces
     a cached harvest.
     """
@@ -118,11 +121,21 @@ def harvest(
     from mi_ideas.data import load_dataset
 
     dataset = load_dataset(dataset)
-    if positions not in ("all", "last"):
-        raise UsageError(f"harvest positions must be 'all' or 'last', not {positions!r}.")
+    if callable(positions):
+        if not positions_key:
+            raise UsageError(
+                "a position mask function needs positions_key, a name that identifies it in "
+                "the cache (e.g. positions_key='colour-words')."
+            )
+        position_name = f"mask:{positions_key}"
+    elif positions in ("all", "last"):
+        position_name = f"{positions}/skip_bos={skip_bos}"
+    else:
+        raise UsageError(
+            f"harvest positions must be 'all', 'last' or a mask function, not {positions!r}."
+        )
     names = [subject.site(s).name for s in sites]
-    key = cache_key(subject, dataset, names, f"{positions}/skip_bos={skip_bos}", max_length,
-                    prepend_bos)
+    key = cache_key(subject, dataset, names, position_name, max_length, prepend_bos)
     root = cache_root() / "harvest"
     final = root / key
     if reuse and (final / "manifest.json").is_file():
@@ -157,7 +170,9 @@ def harvest(
         for start in iterator:
             texts = dataset.texts[start:start + batch_size]
             batch = subject.tokenize(texts, prepend_bos=prepend_bos, max_length=max_length)
-            if positions == "last":
+            if callable(positions):
+                mask = positions(batch).bool() & batch.attention_mask.bool()
+            elif positions == "last":
                 mask = torch.zeros(batch.shape, dtype=torch.bool)
                 mask[:, -1] = True
             else:
@@ -182,7 +197,7 @@ def harvest(
             "version": HARVEST_VERSION, "sites": names, "n_rows": n_rows, "shards": shards,
             "model": subject.spec, "model_fingerprint": subject.fingerprint,
             "backend": subject.backend, "data": dataset.spec,
-            "data_fingerprint": dataset.fingerprint, "positions": positions,
+            "data_fingerprint": dataset.fingerprint, "positions": position_name,
             "skip_bos": skip_bos, "max_length": max_length, "prepend_bos": prepend_bos,
             "d_model": subject.d_model,
         }

@@ -92,3 +92,19 @@ def test_an_interrupted_harvest_leaves_no_cache_entry(subject, monkeypatch, cach
         harvest(subject, Dataset("t", TEXTS), ["resid_pre.1"], batch_size=2)
     assert list_cache() == []
     assert not any((cache_dir / "harvest").iterdir())
+
+
+def test_a_mask_function_selects_rows_and_names_the_cache_entry(subject):
+    from mi_ideas.errors import UsageError
+
+    red = subject.tokenizer("red", add_special_tokens=False)["input_ids"][0]
+
+    def red_tokens(batch):
+        return batch.input_ids == red
+
+    acts = harvest(subject, Dataset("t", TEXTS), ["resid_pre.1"], positions=red_tokens,
+                   positions_key="red")
+    assert acts.n_rows == sum(t.split().count("red") for t in TEXTS) == 2
+    assert (acts.load("token") == red).all()
+    with pytest.raises(UsageError, match="needs positions_key"):
+        harvest(subject, Dataset("t", TEXTS), ["resid_pre.1"], positions=red_tokens)
