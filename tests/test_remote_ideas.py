@@ -12,6 +12,7 @@ SMALL = {
     "discrete-output-states": dict(
         k_max=13, kmeans_restarts=2, gap_references=2, probe_sites=["resid_post.1"],
         probe_shuffles=1, n_pairs=8, n_steps=5),
+    "sensitive-directions": dict(n_prompts=4, n_paths=2, n_steps=6, pool_stories=40),
 }
 
 

@@ -12,6 +12,8 @@ from mi_ideas.hookspecs import hookimpl
 def mi_ideas_register_ideas(register):
     from .activation_plateaus import ActivationPlateaus
     from .discrete_output_states import DiscreteOutputStates
+    from .sensitive_directions import SensitiveDirections
 
     register(ActivationPlateaus)
     register(DiscreteOutputStates)
+    register(SensitiveDirections)
