@@ -227,6 +227,22 @@ class RunContext:
                        [sites] if isinstance(sites, str) else list(sites),
                        progress=None if self.quiet else self.progress, **kwargs)
 
+    @contextlib.contextmanager
+    def torch_threads(self, n: int = 1) -> Iterator[None]:
+        """Run a block with ``n`` torch threads, restoring the setting afterwards.
+
+        For tiny models one thread is faster (threads only add overhead) and makes float
+        reductions, hence the numbers, reproducible.
+        """
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
     def log(self, message: str) -> None:
         """Print a message for the user (stderr), unless the run is quiet."""
         if not self.quiet:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
 
 from mi_ideas.errors import UsageError
-from mi_ideas.sites import Site, all_sites, parse_site, sort_sites
+from mi_ideas.sites import Site, all_sites, parse_site
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -162,7 +162,6 @@ class Subject:
     def tokenize(self, texts: str | Sequence[str], *, prepend_bos: bool = True,
                  max_length: int | None = None) -> Batch:
         """Tokenize texts into a left-padded :class:`Batch`."""
-        import torch
 
         if isinstance(texts, str):
             texts = [texts]

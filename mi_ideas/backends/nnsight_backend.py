@@ -217,7 +217,6 @@ class NNsightSubject(Subject):
     def _forward(self, batch: Batch, read: dict[str, Site], positions: Any,
                  interventions: list[Intervention], logits: bool, stats: StatsRequest | None,
                  start_layer: int | None = None, start_resid: Any = None) -> ForwardOutput:
-        import torch
 
         read_index = position_index(positions, batch)
         # Everything the trace touches, in execution order: (site, interventions, names to read).
@@ -239,7 +238,6 @@ class NNsightSubject(Subject):
         want_stats = stats is not None and stats.wants_anything()
         stat_index = position_index(stats.positions, batch) if want_stats else None
         final_envoy = self.model.ln_final if want_stats and stats.needs_final_resid else None
-        read_logits = "logits" in [s.kind for s in read.values()]
         inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       position_ids=batch.position_ids)
         trace_kwargs = {"remote": self.remote_arg} if self.remote else {}

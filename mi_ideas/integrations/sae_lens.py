@@ -781,7 +781,6 @@ class Evaluator:
     def spliced_kl(self, values: "torch.Tensor") -> float:
         """Mean KL(clean ‖ spliced) at the KL positions with ``values`` written over the
         site at the eval rows: ``(n_eval, d)`` (one row per eval row) or ``(d,)``."""
-        import torch
 
         from mi_ideas.subject import Intervention, StatsRequest
 

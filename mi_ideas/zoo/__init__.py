@@ -148,7 +148,8 @@ def list_entries(root: str | Path | None = None) -> list[ZooEntry]:
             for name, e in manifest(root)["entries"].items()]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -176,7 +177,7 @@ def verify(root: str | Path | None = None, extra: bool = True) -> list[Mismatch]
         if "bytes" in info and size != info["bytes"]:
             problems.append(Mismatch(rel, "size mismatch", str(info["bytes"]), str(size)))
             continue
-        digest = _sha256(p)
+        digest = sha256_file(p)
         if digest != info["sha256"]:
             problems.append(Mismatch(rel, "sha256 mismatch", info["sha256"], digest))
     if extra:

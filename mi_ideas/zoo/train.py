@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -36,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mi_ideas.zoo import sha256_file as zoo_sha256
 
 MODEL_NAME = "stories-gpt2"
 SAE_NAME = "stories-gpt2-resid2-topk"
@@ -127,14 +128,6 @@ def _canonical_json(path: Path) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- tokenizer
 
 
@@ -171,7 +164,6 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, n_ctx: int
 
 
 def train_lm(cfg: TrainConfig, tokenizer, train_rows, log_every: int = 25):
-    import numpy as np
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -396,7 +388,6 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    import numpy as np
     import torch
 
     torch.set_num_threads(cfg.threads)
@@ -492,7 +483,7 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
         for p in sorted((out / rel).rglob("*")):
             if p.is_file():
                 p.chmod(0o644)  # some writers create 0600 files; shipped files must be world-readable
-                files[p.relative_to(out).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                files[p.relative_to(out).as_posix()] = {"sha256": zoo_sha256(p), "bytes": p.stat().st_size}
     total_bytes = sum(f["bytes"] for f in files.values())
 
     ev_def = "1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over held-out tokens (position 0 excluded)"

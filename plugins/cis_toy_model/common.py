@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread, then restore the previous setting.
-
-    The models are tiny, so threads only add overhead; one thread also makes the float
-    reductions, hence the numbers, reproducible.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def child_seed(gen: torch.Generator) -> int:

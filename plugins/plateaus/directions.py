@@ -116,7 +116,6 @@ def synthetic(sae: Any, acts: Any, freq: Any, gen: Any, window: int = 8) -> Any:
 def targets(family: str, x: Any, pool: Pool, n_paths: int, gen: Any, *, sae: Any = None,
             own_index: Any = None, freq: Any = None) -> Any:
     """Targets ``(n, n_paths, d)`` of a family for references ``x`` ``(n, d)``."""
-    import torch
 
     n, d = x.shape
     if family == "real":

@@ -6,8 +6,7 @@ Every model call goes through the subject (``Subject.forward``) or the shared sw
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,19 +35,6 @@ SHARPNESS_DEF = (
     "f(alpha) = d(alpha)/d(1) along the interpolation (1 = linear response; a smooth KL "
     "curve, quadratic near 0, gives about 2; a plateau followed by a jump gives >> 1)"
 )
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """torch and the BLAS / OpenMP pools on one thread for the run (tiny arrays; a shared
-    CPU), restored afterwards; one thread also makes the float reductions reproducible."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with dc.one_thread():
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _pick(labels: np.ndarray, i: int, same: bool, rng: np.random.Generator) -> int:
@@ -103,7 +89,8 @@ def _median(t: Any) -> float:
 
 
 def run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResult:
-    with single_thread():
+    # torch and the BLAS / OpenMP pools on one thread (tiny arrays, reproducible sums)
+    with ctx.torch_threads(1), dc.one_thread():
         return _run(ctx, cfg)
 
 
@@ -302,9 +289,9 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
             f"same-cluster and of other-cluster pairs (0 = same distribution, 1 = disjoint)")
         put(f"ks_{ro}_null", ks_distance(sharp[ro][:, p["null_within"]],
                                          sharp[ro][:, p["null_across"]]),
-            f"control: the same KS statistic for the null partition's same- and "
-            f"other-cluster pairs (random clusters of the real sizes); near 0 if cluster "
-            f"membership is what matters")
+            "control: the same KS statistic for the null partition's same- and "
+            "other-cluster pairs (random clusters of the real sizes); near 0 if cluster "
+            "membership is what matters")
         put(f"ks_{ro}_across_vs_within_far",
             ks_distance(sharp[ro][:, p["across"]], sharp[ro][:, p["within_far"]]),
             f"control: KS statistic between the {ro} sharpness of other-cluster pairs and "

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 from mi_ideas.errors import UsageError
 
 from . import sd_analysis as A
 from .sd_families import family_directions, latent_frequency, principal_components, \
     reconstruction
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """One torch thread (tiny models: threads only add overhead and nondeterminism)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def pick_sae(ctx: Any) -> tuple[Any, str]:
@@ -71,7 +57,7 @@ def prompts_and_pool(ctx: Any, config: Any) -> tuple[list[str], Any]:
 
 
 def run(ctx: Any, config: Any) -> Any:
-    with single_thread():
+    with ctx.torch_threads(1):
         return _run(ctx, config)
 
 
