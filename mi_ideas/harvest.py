@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -116,7 +117,6 @@ def harvest(
     a cached harvest.
     """
     import torch
-    from safetensors.torch import save_file
 
     from mi_ideas.data import load_dataset
 
@@ -146,19 +146,26 @@ def harvest(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     bytes_per_row = 4 * sum(subject.d_vocab if n == "logits" else subject.d_model for n in names) + 24
-    rows_per_shard = max(1, int(budget_mb * 2**20 / bytes_per_row))
+    # Shards of a quarter of the budget, written by a background thread while the model
+    # runs on: at most the buffer being filled plus one shard being written (and its
+    # concatenated copy) are in memory, well under the budget.
+    rows_per_shard = max(1, int(budget_mb * 2**20 / 4 / bytes_per_row))
     buffers: dict[str, list[torch.Tensor]] = {n: [] for n in [*names, "doc", "pos", "token"]}
     buffered = 0
     shards: list[str] = []
     n_rows = 0
+    writer = ThreadPoolExecutor(max_workers=1)  # disk writes overlap the next forwards
+    pending: list[Future] = []
 
     def flush() -> None:
         nonlocal buffered
         if not buffered:
             return
         name = f"shard-{len(shards):05d}.safetensors"
-        tensors = {k: torch.cat(v).contiguous() for k, v in buffers.items()}
-        save_file(tensors, str(tmp / name))
+        parts = {k: list(v) for k, v in buffers.items()}
+        for future in pending:  # one write in flight at a time bounds memory
+            future.result()
+        pending[:] = [writer.submit(_write_shard, parts, tmp / name)]
         shards.append(name)
         for v in buffers.values():
             v.clear()
@@ -193,6 +200,8 @@ def harvest(
             if buffered >= rows_per_shard:
                 flush()
         flush()
+        for future in pending:
+            future.result()
         manifest = {
             "version": HARVEST_VERSION, "sites": names, "n_rows": n_rows, "shards": shards,
             "model": subject.spec, "model_fingerprint": subject.fingerprint,
@@ -205,9 +214,19 @@ def harvest(
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     except BaseException:
+        writer.shutdown(wait=True)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    writer.shutdown(wait=True)
     return Activations(final, manifest)
+
+
+def _write_shard(parts: dict[str, list[Any]], path: Path) -> None:
+    """Concatenate a shard's rows and write it (runs on the writer thread)."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({k: torch.cat(v) for k, v in parts.items()}, str(path))
 
 
 def list_cache() -> list[dict[str, Any]]:
