@@ -83,6 +83,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"size: {cls.size}; remote model calls: {'yes' if cls.remote else 'no'}; "
           f"plugin: {plugin.name if plugin else '?'}"
           + (f" ({plugin.distribution} {plugin.version})" if plugin and plugin.distribution else ""))
+    takes = []
+    if cls.uses_model:
+        takes.append(f"--model (default {cls.default_model})")
+    if cls.uses_saes:
+        takes.append(f"--sae (default {', '.join(cls.default_saes) or 'none'})")
+    if cls.uses_data:
+        takes.append(f"--data (default {cls.default_data})")
+    if takes:
+        print(f"takes: {'; '.join(takes)}" + ("; --remote" if cls.remote else ""))
     print()
     print(cls.description())
     print()
