@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests never touch the user's harvest cache or ./runs.
+os.environ["MI_IDEAS_CACHE"] = tempfile.mkdtemp(prefix="mi-ideas-test-cache-")
+os.environ["MI_IDEAS_RUNS_DIR"] = tempfile.mkdtemp(prefix="mi-ideas-test-runs-")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -24,3 +28,13 @@ def toy_host(register_plugin, mi_ideas_host):
     """The installed host plus the `toy` plugin (ideas `toy-echo`, `toy-fail`, `toy-probe`)."""
     register_plugin(toy_plugin, name="toy")
     return mi_ideas_host
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_dirs():
+    """Delete the test cache and runs directories at the end of the session."""
+    import shutil
+
+    yield
+    for var in ("MI_IDEAS_CACHE", "MI_IDEAS_RUNS_DIR"):
+        shutil.rmtree(os.environ[var], ignore_errors=True)
