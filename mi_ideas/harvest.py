@@ -146,10 +146,10 @@ def harvest(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     bytes_per_row = 4 * sum(subject.d_vocab if n == "logits" else subject.d_model for n in names) + 24
-    # Shards of a quarter of the budget, written by a background thread while the model
+    # Shards of 1/16 of the budget, written by a background thread while the model
     # runs on: at most the buffer being filled plus one shard being written (and its
     # concatenated copy) are in memory, well under the budget.
-    rows_per_shard = max(1, int(budget_mb * 2**20 / 4 / bytes_per_row))
+    rows_per_shard = max(1, int(budget_mb * 2**20 / 16 / bytes_per_row))
     buffers: dict[str, list[torch.Tensor]] = {n: [] for n in [*names, "doc", "pos", "token"]}
     buffered = 0
     shards: list[str] = []
