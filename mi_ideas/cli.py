@@ -126,10 +126,16 @@ def print_metrics(result: Any, out: Any = None) -> None:
     w = max(len(k) for k in metrics)
     vals = {k: _format_value(float(v)) for k, v in metrics.items()}
     vw = max(len(v) for v in vals.values())
+    import shutil
+
+    # Definitions are cut to the terminal's width; result.json holds them whole.
+    room = max(20, shutil.get_terminal_size((120, 24)).columns - w - vw - 4)
     print(f"{'metric':<{w}}  {'value':>{vw}}  definition", file=out)
     print(f"{'-' * w}  {'-' * vw}  {'-' * 10}", file=out)
     for k in metrics:
-        print(f"{k:<{w}}  {vals[k]:>{vw}}  {result.definitions.get(k, '')}", file=out)
+        d = result.definitions.get(k, "")
+        d = d if len(d) <= room else d[: room - 1] + "…"
+        print(f"{k:<{w}}  {vals[k]:>{vw}}  {d}", file=out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
