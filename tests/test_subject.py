@@ -149,6 +149,15 @@ def test_model_objects_are_accepted(gpt2_dir):
     nn_model = TransformersModel(str(gpt2_dir), task="text-generation", dispatch=True,
                                  rename=ARCHITECTURES["gpt2"].rename)
     assert load_subject(nn_model).backend == "nnsight"
+    # a user's model without mi-ideas's aliases is wrapped again, sharing the same weights
+    plain = TransformersModel(str(gpt2_dir), task="text-generation", dispatch=True)
+    wrapped = load_subject(plain)
+    assert wrapped.model._module is plain._module
+    batch = wrapped.tokenize(PROMPTS)
+    with torch.no_grad():
+        want = plain._module(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             position_ids=batch.position_ids).logits
+    assert torch.allclose(wrapped.forward(batch, logits=True).logits, want, atol=1e-5)
     tl_model = build_from_hf_dir(gpt2_dir)
     assert isinstance(tl_model, HookedTransformer)
     assert load_subject(tl_model).backend == "transformer_lens"

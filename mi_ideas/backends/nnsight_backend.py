@@ -388,13 +388,18 @@ def load_nnsight(source: Any, *, spec: str | None = None, remote: Any = False,
         config = model.config
         rename = _merged_rename(getattr(model, "_rename", None), architecture_of(config).rename)
         if rename != (getattr(model, "_rename", None) or {}):
-            raise UsageError(
-                "pass your nnsight model with mi-ideas's standard aliases, e.g. "
-                "TransformersModel(repo, rename=mi_ideas.backends.nnsight_backend."
-                f"ARCHITECTURES[{config.model_type!r}].rename), or pass the repo id / "
-                "directory and mi-ideas will build it."
-            )
-        return NNsightSubject(model, spec=spec, remote=remote, check=check)
+            # The user's model lacks the standard aliases: wrap the same module again with
+            # them (no weights are copied); a weightless model is rebuilt from its repo id.
+            weights = getattr(model, "_module", None)
+            loaded = weights is not None and not any(
+                p.device.type == "meta" for p in weights.parameters())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = TransformersModel(weights if loaded else model.repo_id,
+                                          task="text-generation", tokenizer=model.tokenizer,
+                                          rename=rename, **({"dispatch": True} if loaded else {}))
+        return NNsightSubject(model, spec=spec or str(getattr(source, "repo_id", "nnsight-model")),
+                              remote=remote, check=check)
 
     from transformers import AutoConfig, PreTrainedModel
 
