@@ -12,21 +12,6 @@ from mi_ideas.subject import Intervention, StatsRequest
 PROMPTS = ["the cat was red", "a dog ran to the big house", "one two"]
 
 
-@pytest.fixture(scope="module")
-def local(ndif_model_dir):
-    from mi_ideas.models import load_subject
-
-    return load_subject(f"hf:{ndif_model_dir}")
-
-
-@pytest.fixture
-def remote(ndif_model_dir, ndif_server, ndif_config):
-    from mi_ideas.models import load_subject
-
-    ndif_config.APP.REMOTE_LOGGING = False
-    return load_subject(f"hf:{ndif_model_dir}", remote=ndif_server.url)
-
-
 def test_remote_harvest_interventions_and_stats_equal_local(local, remote, ndif_server):
     batch = local.tokenize(PROMPTS)
     v = torch.randn(local.d_model, generator=torch.Generator().manual_seed(0))

@@ -56,21 +56,6 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def local(ndif_model_dir):
-    from mi_ideas.models import load_subject
-
-    return load_subject(f"hf:{ndif_model_dir}")
-
-
-@pytest.fixture
-def remote(ndif_model_dir, ndif_server, ndif_config):
-    from mi_ideas.models import load_subject
-
-    ndif_config.APP.REMOTE_LOGGING = False
-    return load_subject(f"hf:{ndif_model_dir}", remote=ndif_server.url)
-
-
 def _direct_rows(subject, texts):
     """Activations read one text at a time (no padding), BOS dropped: what harvest stores."""
     rows = []
