@@ -190,6 +190,19 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 # -- zoo / cache ---------------------------------------------------------------------
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mi_ideas.errors import UsageError
+    from mi_ideas.report import write_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "provenance.json").is_file():
+        raise UsageError(f"{str(run_dir)!r} is not a run directory (no provenance.json).")
+    print(write_report(run_dir))
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from mi_ideas import zoo
 
@@ -303,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", parents=[common], help="list plugins and their status")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("report", parents=[common], help="write a run directory's report.html")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("zoo", parents=[common], help="the embedded models and dictionaries")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -5,6 +5,7 @@ Layout of ``runs/<idea>/<UTC timestamp>-<short hash>/``::
     config.json       the validated config
     provenance.json   versions, seed, git revision, command, status, wall time
     result.json       the idea's result (only once the run is complete)
+    report.html       metrics with definitions, figures, config and provenance in one file
     artifacts/        tensors (safetensors) and JSON data
     figures/          PNG figures
 
@@ -259,6 +260,13 @@ def execute(
     )
     record.result = result
     _finish(record, t0, "complete")
+    try:
+        from mi_ideas.report import write_report
+
+        write_report(path)
+    except Exception as exc:  # noqa: BLE001 - the run itself is complete and saved
+        print(f"mi-ideas: warning: could not write report.html ({exc!r}); "
+              f"`mi-ideas report {path}` tries again.", file=sys.stderr)
     result = result.model_copy(update={"provenance": record.provenance})
     record.result = result
     _notify_finished(host, record, result)

@@ -45,7 +45,7 @@ API_KEY = "sk-test-do-not-leak-42"
 
 def _files_text(path):
     return "\n".join(p.read_text(errors="replace") for p in path.rglob("*") if p.is_file()
-                     and p.suffix in (".json", ".txt", ""))
+                     and p.suffix in (".json", ".txt", ".html", ""))
 
 
 def test_remote_run_equals_local_run_and_keeps_the_key_out_of_files(

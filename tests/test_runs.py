@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ def test_complete_run_directory_reads_back_into_the_same_objects(toy_host, tmp_p
     run_dir = tmp_path / "toy-echo" / result.run_dir.split("/")[-1]
     assert _files(run_dir) == [
         "artifacts/draws.safetensors", "config.json", "figures/draws.png",
-        "provenance.json", "result.json",
+        "provenance.json", "report.html", "result.json",
     ]
     prov = json.loads((run_dir / "provenance.json").read_text())
     assert prov["status"] == "complete" and prov["seed"] == 3 and prov["wall_time_s"] >= 0
@@ -97,3 +98,29 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 def test_load_run_rejects_a_non_run_directory(tmp_path):
     with pytest.raises(mi_ideas.UsageError, match="not a run directory"):
         load_run(tmp_path)
+
+
+def test_complete_runs_get_a_self_contained_report(toy_host, tmp_path):
+    import base64
+    import html
+
+    result = mi_ideas.run("toy-echo", out=tmp_path, quiet=True)
+    page = (Path(result.run_dir) / "report.html").read_text()
+    for name, definition in result.definitions.items():
+        assert f"<td>{name}</td>" in page and html.escape(definition) in page
+    png = (Path(result.run_dir) / result.figures["draws"]).read_bytes()
+    assert base64.b64encode(png).decode() in page  # the figure is embedded, not linked
+    assert "<span class='status complete'>complete</span>" in page
+
+
+def test_report_of_a_failed_run_shows_the_error(toy_host, tmp_path, capsys):
+    from mi_ideas.cli import main
+
+    with pytest.raises(RunError):
+        execute("toy-fail", out=tmp_path, host=toy_host, quiet=True)
+    (run_dir,) = (tmp_path / "toy-fail").iterdir()
+    assert not (run_dir / "report.html").exists()  # a failed run gets no report by itself
+    assert main(["report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    assert "status failed" in page and "the toy idea failed on purpose" in page
+    assert main(["report", str(tmp_path)]) == 2
