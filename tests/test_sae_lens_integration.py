@@ -12,6 +12,7 @@ import torch
 from mi_ideas.data import Dataset
 from mi_ideas.errors import UsageError
 from mi_ideas.integrations.sae_lens import (
+    DEFAULT_IDEAS,
     METRICS,
     ActivationProvider,
     KMeansBaseline,
@@ -222,7 +223,7 @@ def test_train_a_topk_sae_locally_with_the_evaluator(local, monkeypatch, cache_d
     # the trainer called the evaluator every 10 * 5 steps and logged its metrics
     assert [s for s, _ in evals] == [49, 99, 149, 199, 249, 299]
     last = evals[-1][1]
-    assert set(last) >= {"mi_ideas/" + k for m in METRICS.values() for k in m.keys}
+    assert set(last) >= {"mi_ideas/" + k for n in DEFAULT_IDEAS for k in METRICS[n].keys}
     assert prov.epochs > 2  # SAETrainer pulled more than the harvest: the provider looped
     ev0, ev1 = before["mi_ideas/explained_variance"], last["mi_ideas/explained_variance"]
     assert ev0 < 0 and ev1 > 0.5  # the SAE learned
@@ -313,3 +314,32 @@ def test_row_mask_matches_harvest_rows(local):
     mask = row_mask(batch)
     assert mask.sum().item() == batch.attention_mask.sum().item() - 2  # BOS of each text
     assert row_mask(batch, "last")[:, -1].all() and row_mask(batch, "last").sum() == 2
+
+
+def test_plateau_preservation_of_a_perfect_and_a_broken_reconstruction(local):
+    """x̂ = x stays in every plateau; x̂ = x + large noise leaves them, like isotropic noise."""
+    import torch
+
+    ev = evaluator(["plateau-preservation"], subject=local, dataset=HELD_OUT, site=SITE,
+                   n_eval_tokens=200, max_length=MAX_LEN)
+
+    class Recon(torch.nn.Module):
+        def __init__(self, noise: float):
+            super().__init__()
+            self.noise = noise
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.cfg = type("Cfg", (), {"d_sae": local.d_model})()
+
+        def encode(self, x):
+            return x
+
+        def decode(self, f):
+            g = torch.Generator().manual_seed(1)
+            return f + self.noise * torch.randn(f.shape, generator=g)
+
+    perfect = ev(Recon(0.0))
+    assert perfect["mi_ideas/plateau_in_fraction"] == 1.0
+    assert perfect["mi_ideas/plateau_in_fraction_isotropic"] == 1.0  # zero-length errors
+    broken = ev(Recon(20.0))
+    assert broken["mi_ideas/plateau_in_fraction"] < 0.5
+    assert 0.2 < broken["mi_ideas/plateau_kl_ratio"] < 5  # Gaussian noise ~ isotropic noise

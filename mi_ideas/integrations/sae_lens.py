@@ -781,20 +781,25 @@ class Evaluator:
     def spliced_kl(self, values: "torch.Tensor") -> float:
         """Mean KL(clean ‖ spliced) at the KL positions with ``values`` written over the
         site at the eval rows: ``(n_eval, d)`` (one row per eval row) or ``(d,)``."""
+        kl = self.spliced_kl_values(values)
+        return float(kl.sum()) / max(kl.numel(), 1)
+
+    def spliced_kl_values(self, values: "torch.Tensor") -> "torch.Tensor":
+        """Every KL(clean ‖ spliced) value at the KL positions (one per text with
+        ``kl_positions="last"``), as :meth:`spliced_kl` averages them."""
+        import torch
 
         from mi_ideas.subject import Intervention, StatsRequest
 
-        total, count = 0.0, 0
+        out_kl = []
         for eb, ref in zip(self.eval_batches(), self.reference_logprobs()):
             v = values if values.ndim == 1 else values[eb.rows]
             pos = "last" if self.kl_positions == "last" else eb.mask
             out = self.subject.forward(
                 eb.batch, interventions=[Intervention(self.site, "replace", v, eb.mask)],
                 stats=StatsRequest(positions=pos, kl_reference=ref))
-            kl = out.stats["kl"].double().reshape(-1)
-            total += float(kl.sum())
-            count += kl.numel()
-        return total / max(count, 1)
+            out_kl.append(out.stats["kl"].double().reshape(-1))
+        return torch.cat(out_kl)
 
 
 def evaluator(ideas: Sequence[str] | str | None = None, **kwargs: Any) -> Evaluator:
@@ -856,3 +861,32 @@ def _spliced_kl(ctx: EvalContext) -> dict[str, float]:
     ablation = state["mean_ablation_kl"]
     return {"spliced_kl": kl, "mean_ablation_kl": ablation,
             "spliced_kl_fraction": kl / ablation if ablation > 0 else float("nan")}
+
+
+@register_metric(
+    "plateau-preservation",
+    keys=("plateau_in_fraction", "plateau_in_fraction_isotropic", "plateau_kl_ratio"),
+    needs_model=True,
+    description="does the reconstruction stay in x's plateau? the fraction of eval texts "
+                "whose spliced KL stays below options['plateau_kl_threshold'] (default 0.1 "
+                "nats), next to the same for isotropic errors of the same length per row, "
+                "and the ratio of their median KLs")
+def _plateau_preservation(ctx: EvalContext) -> dict[str, float]:
+    import torch
+
+    threshold = float(ctx.options.get("plateau_kl_threshold", 0.1))
+    state = ctx.state
+    if "directions" not in state:  # one fixed set of random directions across calls
+        g = torch.Generator().manual_seed(int(ctx.options.get("seed", 0)))
+        d = torch.randn(ctx.x.shape, generator=g)
+        state["directions"] = d / d.norm(dim=-1, keepdim=True)
+    err = (ctx.x - ctx.x_hat).norm(dim=-1, keepdim=True)
+    iso = ctx.x + err * state["directions"]
+    kl_hat = ctx.evaluator.spliced_kl_values(ctx.x_hat)
+    kl_iso = ctx.evaluator.spliced_kl_values(iso)
+    median_iso = float(kl_iso.median())
+    return {
+        "plateau_in_fraction": float((kl_hat < threshold).double().mean()),
+        "plateau_in_fraction_isotropic": float((kl_iso < threshold).double().mean()),
+        "plateau_kl_ratio": float(kl_hat.median()) / median_iso if median_iso > 0 else float("nan"),
+    }
