@@ -161,6 +161,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from mi_ideas.runs import resume
+
+    record = resume(args.run_dir, host=_host(args), quiet=args.quiet,
+                    command=["mi-ideas", *sys.argv[1:]], model=args.model, remote=args.remote)
+    print_metrics(record.result)
+    print(f"\nrun directory: {record.path}")
+    return 0
+
+
 # -- plugins ------------------------------------------------------------------------
 
 
@@ -312,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", metavar="WHERE",
                    help="run model calls remotely: local (nnsight's rehearsal), ndif, or a URL")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", parents=[common],
+                       help="run a failed or interrupted run again in its directory")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--model", metavar="SPEC", help="override the recorded model spec")
+    p.add_argument("--remote", metavar="WHERE", help="override the recorded remote setting")
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("plugins", parents=[common], help="list plugins and their status")
     p.add_argument("--json", action="store_true", help="print JSON")

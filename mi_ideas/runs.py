@@ -223,6 +223,60 @@ def execute(
     record = RunRecord(idea=idea_name, config=config, seed=seed, path=path, provenance=provenance)
     _write_json(path / "config.json", config.model_dump(mode="json"))
     _write_provenance(record)
+    return _run_in(record, idea_cls, inputs, host, quiet)
+
+
+def resume(run_dir: str | Path, *, host: Any = None, quiet: bool = False,
+           command: list[str] | None = None, model: Any = None, saes: Any = None,
+           data: Any = None, remote: Any = None) -> RunRecord:
+    """Run a failed or interrupted run again, in its own directory, with its config and seed.
+
+    Ideas that save checkpoints (:meth:`RunContext.checkpoint`) pick up where they stopped.
+    The model, dictionaries and data are the recorded specs unless given again (needed when
+    the original run was handed Python objects). Earlier attempts stay in provenance.json
+    under ``attempts``.
+    """
+    from mi_ideas.host import get_host
+
+    host = host or get_host()
+    old = load_run(run_dir, host=host)
+    if old.provenance.status == "complete":
+        raise UsageError(
+            f"the run in {str(run_dir)!r} is complete; there is nothing to resume. Start a new "
+            f"run with `mi-ideas run {old.idea}`."
+        )
+    idea_cls = host.get_idea(old.idea)
+    prov = old.provenance.model_dump()
+    recorded_model = (prov.get("model") or {}).get("spec")
+    recorded_saes = [d["spec"] for d in prov.get("dictionaries") or []] or None
+    recorded_data = (prov.get("data") or {}).get("spec")
+    recorded_remote = (prov.get("model") or {}).get("remote")
+    inputs = resolve_inputs(
+        idea_cls, host, seed=old.seed,
+        model=model if model is not None else recorded_model,
+        saes=saes if saes is not None else recorded_saes,
+        data=data if data is not None else recorded_data,
+        remote=remote if remote is not None else recorded_remote,
+    )
+    attempt = {k: prov.get(k) for k in ("started_at", "finished_at", "status", "error",
+                                        "wall_time_s")}
+    provenance = old.provenance.model_copy(update={
+        "attempts": [*(prov.get("attempts") or []), attempt],
+        "status": "running", "error": None, "finished_at": None, "wall_time_s": None,
+        "started_at": _utc_now().isoformat(), "traceback": None,
+        "command": list(command if command is not None else sys.argv),
+        **inputs.provenance(),
+    })
+    record = RunRecord(idea=old.idea, config=old.config, seed=old.seed, path=Path(run_dir),
+                       provenance=provenance)
+    _write_provenance(record)
+    return _run_in(record, idea_cls, inputs, host, quiet)
+
+
+def _run_in(record: RunRecord, idea_cls: Any, inputs: "RunInputs", host: Any,
+            quiet: bool) -> RunRecord:
+    """Call the idea in a prepared run directory and finalise the directory."""
+    path, config, seed, idea_name = record.path, record.config, record.seed, record.idea
 
     t0 = time.perf_counter()
     ctx = RunContext(seed=seed, run_dir=path, quiet=quiet, subject=inputs.subject,

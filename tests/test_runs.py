@@ -124,3 +124,23 @@ def test_report_of_a_failed_run_shows_the_error(toy_host, tmp_path, capsys):
     page = (run_dir / "report.html").read_text()
     assert "status failed" in page and "the toy idea failed on purpose" in page
     assert main(["report", str(tmp_path)]) == 2
+
+
+def test_a_crashed_run_resumes_from_its_checkpoint(toy_host, tmp_path, capsys):
+    from mi_ideas.cli import main
+
+    with pytest.raises(RunError, match="crashed at step 3"):
+        execute("toy-steps", config={"n_steps": 6, "crash_at": 3}, seed=4, out=tmp_path,
+                host=toy_host, quiet=True)
+    (run_dir,) = (tmp_path / "toy-steps").iterdir()
+    assert main(["resume", str(run_dir), "-q"]) == 0
+    record = load_run(run_dir)
+    assert record.provenance.status == "complete" and record.seed == 4
+    assert record.result.details["ran"] == [3, 4, 5]  # steps 0-2 came from the checkpoint
+    assert record.result.metrics["total"] == sum(range(6))
+    attempts = record.provenance.model_dump()["attempts"]
+    assert [a["status"] for a in attempts] == ["failed"]
+    assert "crashed at step 3" in attempts[0]["error"]
+    # a complete run cannot be resumed
+    assert main(["resume", str(run_dir)]) == 2
+    assert "nothing to resume" in capsys.readouterr().err

@@ -100,8 +100,38 @@ class Probe(Idea):
                           definitions={"mean_kl": "mean KL(clean || steered), last token, nats"})
 
 
+class StepsConfig(IdeaConfig):
+    n_steps: int = Field(5, ge=1, description="Steps of the long computation.")
+    crash_at: int = Field(-1, description="Raise at this step unless resumed past it.")
+
+
+class Steps(Idea):
+    """A long computation that checkpoints every step and crashes once on purpose."""
+
+    name = "toy-steps"
+    summary = "Checkpoint every step; crash at a chosen step (test idea)."
+    size = "short"
+    Config = StepsConfig
+
+    def run(self, ctx: RunContext, config: StepsConfig) -> IdeaResult:
+        import torch
+
+        saved = ctx.restore("progress")
+        total, start, ran = torch.zeros(1), 0, []
+        if saved is not None:
+            total, start = saved[0]["total"], saved[1]["next_step"]
+        for step in range(start, config.n_steps):
+            if step == config.crash_at and saved is None:
+                raise RuntimeError(f"crashed at step {step}")
+            total = total + step
+            ran.append(step)
+            ctx.checkpoint("progress", {"total": total}, {"next_step": step + 1})
+        return IdeaResult(metrics={"total": float(total)}, details={"ran": ran})
+
+
 @hookimpl
 def mi_ideas_register_ideas(register):
     register(Echo)
     register(Fail)
     register(Probe)
+    register(Steps)
