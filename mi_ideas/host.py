@@ -17,7 +17,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import pluggy
 
@@ -230,39 +230,41 @@ class Host:
             self._ideas = self._collect_ideas()
         return self._ideas
 
+    def _per_plugin(self, hook_name: str, check: Any = None) -> Iterator[tuple[PluginInfo, list]]:
+        """Call a ``register``-style hook on each loaded plugin alone; yield what it registered.
+
+        One plugin at a time, so every registration is attributed to its plugin and a plugin
+        whose hook raises (or registers something ``check`` rejects) is marked failed and
+        skipped while the others go on.
+        """
+        for info in list(self.plugins.values()):
+            plugin = self.pm.get_plugin(info.name) if info.status == "loaded" else None
+            if plugin is None:
+                continue
+            collected: list[tuple] = []
+            caller = self.pm.subset_hook_caller(
+                hook_name, remove_plugins=[p for p in self.pm.get_plugins() if p is not plugin])
+            try:
+                caller(register=lambda *args, _into=collected: _into.append(args))
+                for args in collected if check else ():
+                    check(*args)
+            except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self.pm.unregister(plugin)
+                self._fail(info, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                if hook_name != "mi_ideas_register_ideas":
+                    self._ideas = None  # the failed plugin's ideas go with it
+                continue
+            yield info, collected
+
     def _collect_ideas(self) -> dict[str, type[Idea]]:
         ideas: dict[str, type[Idea]] = {}
         owner: dict[str, str] = {}
         for info in self.plugins.values():
             info.ideas = []
-        for info in list(self.plugins.values()):
-            if info.status != "loaded":
-                continue
-            plugin = self.pm.get_plugin(info.name)
-            if plugin is None:
-                continue
-            collected: list[type[Idea]] = []
-
-            def register(idea_cls: type[Idea], _into: list = collected) -> None:
-                _into.append(idea_cls)
-
-            caller = self.pm.subset_hook_caller(
-                "mi_ideas_register_ideas",
-                remove_plugins=[p for p in self.pm.get_plugins() if p is not plugin],
-            )
-            try:
-                caller(register=register)
-                for idea_cls in collected:
-                    _validate_idea_class(idea_cls)
-            except HostError:
-                raise
-            except BaseException as exc:  # noqa: BLE001
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                self.pm.unregister(plugin)
-                self._fail(info, f"mi_ideas_register_ideas raised {type(exc).__name__}: {exc}")
-                continue
-            for idea_cls in collected:
+        for info, collected in self._per_plugin("mi_ideas_register_ideas", _validate_idea_class):
+            for (idea_cls,) in collected:
                 if idea_cls.name in ideas:
                     raise HostError(
                         f"two plugins register an idea named {idea_cls.name!r}: "
@@ -310,27 +312,15 @@ class Host:
         if hook_name in self._registries:
             return self._registries[hook_name]
         found: dict[str, Registered] = {}
-        for info in list(self.plugins.values()):
-            plugin = self.pm.get_plugin(info.name) if info.status == "loaded" else None
-            if plugin is None:
-                continue
-            entries: list[tuple] = []
-
-            def register(prefix: str, loader: Any, description: str = "",
-                         _into: list = entries) -> None:
-                _into.append((prefix, loader, description))
-
-            caller = self.pm.subset_hook_caller(
-                hook_name, remove_plugins=[p for p in self.pm.get_plugins() if p is not plugin])
-            caller(register=register)
-            for prefix, loader, description in entries:
+        for info, entries in self._per_plugin(hook_name):
+            for prefix, loader, *rest in entries:
                 if prefix in found:
                     raise HostError(
                         f"two plugins register a {what} for the prefix {prefix!r}: "
                         f"{found[prefix].plugin!r} and {info.name!r}. Disable one of them "
                         f"(--disable-plugin NAME) or choose another prefix."
                     )
-                found[prefix] = Registered(prefix, loader, description, info.name)
+                found[prefix] = Registered(prefix, loader, rest[0] if rest else "", info.name)
         self._registries[hook_name] = found
         return found
 

@@ -121,3 +121,15 @@ def test_a_prefix_registered_twice_names_both_plugins(register_plugin, mi_ideas_
     register_plugin(P(), name="shadow")
     with pytest.raises(HostError, match="'mi-ideas-builtins' and 'shadow'"):
         mi_ideas_host.backends
+
+
+def test_a_plugin_whose_backend_hook_raises_is_isolated(register_plugin, mi_ideas_host):
+    class Broken:
+        @hookimpl
+        def mi_ideas_register_backends(self, register):
+            raise RuntimeError("no GPU driver")
+
+    mi_ideas_host.strict = False
+    info = register_plugin(Broken(), name="broken-backend")
+    assert "hf" in mi_ideas_host.backends  # the others still work
+    assert info.status == "failed" and "no GPU driver" in info.error
