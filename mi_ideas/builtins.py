@@ -13,17 +13,17 @@ from mi_ideas.hookspecs import hookimpl
 def _zoo_model(rest: str, remote: Any) -> Any:
     from mi_ideas import zoo
     from mi_ideas.backends.nnsight_backend import load_nnsight
-    from mi_ideas.models import nnsight_remote
+    from mi_ideas.remote import nnsight_remote_arg
 
     # A str, not a Path: nnsight keys remote models by repo id, which must be a string.
-    return load_nnsight(str(zoo.model_dir(rest)), spec=f"zoo:{rest}", remote=nnsight_remote(remote))
+    return load_nnsight(str(zoo.model_dir(rest)), spec=f"zoo:{rest}", remote=nnsight_remote_arg(remote))
 
 
 def _hf_model(rest: str, remote: Any) -> Any:
     from mi_ideas.backends.nnsight_backend import load_nnsight
-    from mi_ideas.models import nnsight_remote
+    from mi_ideas.remote import nnsight_remote_arg
 
-    return load_nnsight(rest, spec=f"hf:{rest}", remote=nnsight_remote(remote))
+    return load_nnsight(rest, spec=f"hf:{rest}", remote=nnsight_remote_arg(remote))
 
 
 def _tl(rest: str, remote: Any, sae: bool) -> Any:

@@ -49,11 +49,13 @@ def load_subject(model: Any = DEFAULT_MODEL, *, remote: Any = None, host: Any = 
 
 
 def _from_object(obj: Any, remote: Any) -> Any:
+    from mi_ideas.remote import nnsight_remote_arg
+
     module = type(obj).__module__.split(".")[0]
     if module == "nnsight":
         from mi_ideas.backends.nnsight_backend import load_nnsight
 
-        return load_nnsight(obj, remote=nnsight_remote(remote))
+        return load_nnsight(obj, remote=nnsight_remote_arg(remote))
     if module in ("transformer_lens", "sae_lens"):
         _no_remote(remote, "TransformerLens")
         from mi_ideas.backends.tl_backend import TLSubject
@@ -62,19 +64,12 @@ def _from_object(obj: Any, remote: Any) -> Any:
     if module == "transformers":
         from mi_ideas.backends.nnsight_backend import load_nnsight
 
-        return load_nnsight(obj, remote=nnsight_remote(remote))
+        return load_nnsight(obj, remote=nnsight_remote_arg(remote))
     raise UsageError(
         f"cannot use a {type(obj).__module__}.{type(obj).__name__} as a model: pass a spec "
         f"string, an nnsight LanguageModel / TransformersModel, a TransformerLens "
         f"HookedTransformer / HookedSAETransformer, or a Hugging Face PreTrainedModel."
     )
-
-
-def nnsight_remote(remote: Any) -> Any:
-    """Map mi-ideas's ``remote`` setting to nnsight's ``remote=`` argument."""
-    from mi_ideas.remote import nnsight_remote_arg
-
-    return nnsight_remote_arg(remote)
 
 
 def _no_remote(remote: Any, what: str) -> None:

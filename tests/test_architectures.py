@@ -215,7 +215,7 @@ def _hf_sites(hf, batch, parallel: bool) -> dict[str, torch.Tensor]:
     return sites
 
 
-def _close(a, b, mask, atol, what):
+def _assert_close(a, b, mask, atol, what):
     a, b = a[mask].float(), b[mask].float()
     assert a.shape == b.shape, f"{what}: shapes {tuple(a.shape)} vs {tuple(b.shape)}"
     err = (a - b).abs().max().item()
@@ -271,9 +271,9 @@ def test_sites_match_hf_hooks(arch, tiny):
     got = s.forward(batch, read=s.sites).activations
     mask = batch.attention_mask.bool()
     for site in s.sites:
-        _close(got[site], truth[site], mask, ATOL, f"{arch} {site}")
+        _assert_close(got[site], truth[site], mask, ATOL, f"{arch} {site}")
     # resid_pre.1 is resid_post.0, and mlp_in is not the raw residual stream.
-    _close(got["resid_pre.1"], got["resid_post.0"], mask, 0.0, "resid_pre.1 vs resid_post.0")
+    _assert_close(got["resid_pre.1"], got["resid_post.0"], mask, 0.0, "resid_pre.1 vs resid_post.0")
     assert not torch.allclose(got["mlp_in.0"][mask], got["resid_pre.0"][mask], atol=1e-2)
 
 
@@ -285,8 +285,8 @@ def test_logits_match_hf(arch, tiny):
                   position_ids=batch.position_ids).logits
     out = s.forward(batch, logits=True, read=["logits"])
     mask = batch.attention_mask.bool()
-    _close(out.logits, want, mask, ATOL, f"{arch} logits")
-    _close(out.activations["logits"], want, mask, ATOL, f"{arch} logits site")
+    _assert_close(out.logits, want, mask, ATOL, f"{arch} logits")
+    _assert_close(out.activations["logits"], want, mask, ATOL, f"{arch} logits site")
     # The last real token of every row, unpadded, gives the same logits as in the batch.
     for i, text in enumerate(TEXTS):
         one = s.forward(s.tokenize(text), logits=True).logits[0, -1]
@@ -302,12 +302,12 @@ def test_residual_decomposition(arch, tiny):
         a = {k: acts[f"{k}.{layer}"] for k in
              ("resid_pre", "attn_out", "mlp_out", "resid_post")}
         if s.parallel_residual:
-            _close(a["resid_post"], a["resid_pre"] + a["attn_out"] + a["mlp_out"], mask, ATOL,
+            _assert_close(a["resid_post"], a["resid_pre"] + a["attn_out"] + a["mlp_out"], mask, ATOL,
                    f"{arch} parallel resid_post.{layer}")
         else:
             mid = acts[f"resid_mid.{layer}"]
-            _close(mid, a["resid_pre"] + a["attn_out"], mask, ATOL, f"{arch} resid_mid.{layer}")
-            _close(a["resid_post"], mid + a["mlp_out"], mask, ATOL, f"{arch} resid_post.{layer}")
+            _assert_close(mid, a["resid_pre"] + a["attn_out"], mask, ATOL, f"{arch} resid_mid.{layer}")
+            _assert_close(a["resid_post"], mid + a["mlp_out"], mask, ATOL, f"{arch} resid_post.{layer}")
     if s.parallel_residual:
         for name in ("resid_mid.0", "blocks.1.hook_resid_mid", "blocks.0.hook_mlp_in"):
             with pytest.raises(UsageError, match="parallel attention and MLP.*no resid_mid"):
@@ -332,7 +332,7 @@ def test_add_intervention_matches_hf_hook(arch, kind, tiny):
     place = (final, "out") if kind == "ln_final" else layout[1][kind]
     _, want = _hf_run(hf, batch, edits={place: lambda x: x + v})
     mask = batch.attention_mask.bool()
-    _close(out.logits, want, mask, ATOL, f"{arch} add at {site}")
+    _assert_close(out.logits, want, mask, ATOL, f"{arch} add at {site}")
     assert (out.logits - base)[mask].abs().max() > 1e-2, f"add at {site} did not change logits"
     # a read before the intervention point is unaffected by it
     clean = s.forward(batch, read=["resid_post.0"]).activations["resid_post.0"]
@@ -376,7 +376,7 @@ def test_transformer_lens_agrees_with_nnsight(arch, tiny):
     got = tl.forward(batch, read=s.sites).activations
     mask = batch.attention_mask.bool()
     for site in s.sites:
-        _close(got[site], want[site], mask, TL_ATOL, f"{arch} TL vs nnsight {site}")
+        _assert_close(got[site], want[site], mask, TL_ATOL, f"{arch} TL vs nnsight {site}")
 
 
 @pytest.mark.parametrize("arch", TL_ARCHS)
@@ -396,7 +396,7 @@ def test_transformer_lens_logits_and_interventions_agree(arch, tiny):
     for interventions in ((), ivs):
         want = s.forward(batch, logits=True, interventions=interventions).logits
         got = tl.forward(batch, logits=True, interventions=interventions).logits
-        _close(got, want, mask, TL_ATOL, f"{arch} TL logits ({len(interventions)} edits)")
+        _assert_close(got, want, mask, TL_ATOL, f"{arch} TL logits ({len(interventions)} edits)")
 
 
 @pytest.mark.parametrize("arch", TL_SEQUENTIAL)
@@ -410,7 +410,7 @@ def test_transformer_lens_resid_mid_intervention(arch, tiny):
     v = torch.randn(s.d_model, generator=torch.Generator().manual_seed(10))
     got = tl.forward(batch, logits=True, interventions=[Intervention("resid_mid.0", "add", v)])
     want = s.forward(batch, logits=True, interventions=[Intervention("attn_out.0", "add", v)])
-    _close(got.logits, want.logits, batch.attention_mask.bool(), TL_ATOL, f"{arch} resid_mid")
+    _assert_close(got.logits, want.logits, batch.attention_mask.bool(), TL_ATOL, f"{arch} resid_mid")
 
 
 def test_transformer_lens_ignores_the_directory_name(tiny, tmp_path):
@@ -421,7 +421,7 @@ def test_transformer_lens_ignores_the_directory_name(tiny, tmp_path):
     named = shutil.copytree(tiny.dir("qwen2"), tmp_path / "my-llama-finetune")
     tl, s = load_tl(named), tiny.subject("qwen2")
     batch = _batch(s)
-    _close(tl.forward(batch, logits=True).logits, s.forward(batch, logits=True).logits,
+    _assert_close(tl.forward(batch, logits=True).logits, s.forward(batch, logits=True).logits,
            batch.attention_mask.bool(), TL_ATOL, "qwen2 in a directory named *llama*")
 
 

@@ -134,7 +134,14 @@ class _Named:
         self.name = name
 
 
-def _gpt2_config(hf_config: Any, name: str) -> Any:
+def gpt2_config(hf_config: Any, name: str, dtype: Any = None) -> Any:
+    """The ``HookedTransformerConfig`` of a Hugging Face GPT-2 config, built offline.
+
+    (``get_pretrained_model_config`` would ask the Hub for an official name.) Tokenisation
+    is left to mi-ideas (``tokenizer_prepends_bos=False``); ``use_hook_mlp_in`` makes
+    SAELens hook names like ``blocks.L.hook_mlp_in`` exist.
+    """
+    import torch
     from transformer_lens import HookedTransformerConfig
 
     c = hf_config
@@ -144,9 +151,34 @@ def _gpt2_config(hf_config: Any, name: str) -> Any:
         n_ctx=c.n_positions, act_fn=c.activation_function, normalization_type="LN",
         eps=c.layer_norm_epsilon, positional_embedding_type="standard",
         original_architecture="GPT2LMHeadModel", default_prepend_bos=True,
+        tokenizer_prepends_bos=False, use_hook_mlp_in=True,
         scale_attn_by_inverse_layer_idx=bool(getattr(c, "scale_attn_by_inverse_layer_idx", False)),
-        device="cpu",
+        device="cpu", dtype=dtype or torch.float32,
     )
+
+
+def hooked_from_gpt2(hf: Any, tokenizer: Any = None, *, name: str = "gpt2",
+                     sae_transformer: bool = False) -> Any:
+    """A HookedTransformer (or HookedSAETransformer) with a HF GPT-2 model's exact weights.
+
+    No weight processing (LayerNorm not folded, nothing centred), so every hook holds the
+    Hugging Face model's activations.
+    """
+    import torch
+    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+
+    if sae_transformer:
+        from sae_lens import HookedSAETransformer as cls
+    else:
+        from transformer_lens import HookedTransformer as cls
+    cfg = gpt2_config(hf.config, name, dtype=hf.dtype)
+    state_dict = convert_gpt2_weights(hf, cfg)
+    state_dict.setdefault("unembed.b_U", torch.zeros(cfg.d_vocab, dtype=hf.dtype))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = cls(cfg, tokenizer=tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(state_dict, **_NO_FOLD)
+    return model.eval()
 
 
 def build_from_hf_dir(path: str | Path, *, sae_transformer: bool = False, name: str | None = None
@@ -162,42 +194,39 @@ def build_from_hf_dir(path: str | Path, *, sae_transformer: bool = False, name: 
         warnings.simplefilter("ignore")
         hf = AutoModelForCausalLM.from_pretrained(str(path)).eval()
         tok = AutoTokenizer.from_pretrained(str(path))
+    name = name or path.name
+    if hf.config.model_type == "gpt2":
+        return hooked_from_gpt2(hf, tok, name=name, sae_transformer=sae_transformer)
+    import tempfile
+
+    from transformer_lens import loading_from_pretrained as lp
+
     if sae_transformer:
         from sae_lens import HookedSAETransformer as cls
     else:
         from transformer_lens import HookedTransformer as cls
-    name = name or path.name
-    if hf.config.model_type == "gpt2":
-        from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
 
-        cfg = _gpt2_config(hf.config, name)
-        state_dict = convert_gpt2_weights(hf, cfg)
-    else:
-        import tempfile
-
-        from transformer_lens import loading_from_pretrained as lp
-
-        # TransformerLens guesses the architecture from the *path* ("llama" or "gemma"
-        # anywhere in it) before reading config.json; load through a neutrally named link.
-        with tempfile.TemporaryDirectory() as tmp:
-            neutral = Path(tmp) / "checkpoint"
-            neutral.symlink_to(path.resolve(), target_is_directory=True)
-            try:
-                cfg = lp.get_pretrained_model_config(str(neutral), fold_ln=False, device="cpu",
-                                                     dtype=torch.float32)
-                state_dict = lp.get_pretrained_state_dict(str(neutral), cfg, hf_model=hf)
-            except Exception as exc:  # noqa: BLE001 - TL raises many kinds here
-                raise UsageError(
-                    f"TransformerLens could not convert the {hf.config.model_type!r} model in "
-                    f"{str(path)!r}: {type(exc).__name__}: {exc}. Use the nnsight back-end "
-                    f"(--model hf:{path}) for this architecture."
-                ) from None
-        expected = (hf.config.architectures or [type(hf).__name__])[0]
-        if cfg.original_architecture != expected:
+    # TransformerLens guesses the architecture from the *path* ("llama" or "gemma"
+    # anywhere in it) before reading config.json; load through a neutrally named link.
+    with tempfile.TemporaryDirectory() as tmp:
+        neutral = Path(tmp) / "checkpoint"
+        neutral.symlink_to(path.resolve(), target_is_directory=True)
+        try:
+            cfg = lp.get_pretrained_model_config(str(neutral), fold_ln=False, device="cpu",
+                                                 dtype=torch.float32)
+            state_dict = lp.get_pretrained_state_dict(str(neutral), cfg, hf_model=hf)
+        except Exception as exc:  # noqa: BLE001 - TL raises many kinds here
             raise UsageError(
-                f"TransformerLens read {str(path)!r} as {cfg.original_architecture}, but its "
-                f"config says {expected}; use the nnsight back-end (--model hf:{path})."
-            )
+                f"TransformerLens could not convert the {hf.config.model_type!r} model in "
+                f"{str(path)!r}: {type(exc).__name__}: {exc}. Use the nnsight back-end "
+                f"(--model hf:{path}) for this architecture."
+            ) from None
+    expected = (hf.config.architectures or [type(hf).__name__])[0]
+    if cfg.original_architecture != expected:
+        raise UsageError(
+            f"TransformerLens read {str(path)!r} as {cfg.original_architecture}, but its "
+            f"config says {expected}; use the nnsight back-end (--model hf:{path})."
+        )
     model = cls(cfg, tokenizer=tok, move_to_device=False)
     model.load_and_process_state_dict(state_dict, **_NO_FOLD)
     return model.eval()

@@ -101,49 +101,11 @@ def lm_loss(model, rows, batch_size: int = 32) -> float:
 
 
 def to_hooked_transformer(hf_model, tokenizer=None):
-    """A TransformerLens ``HookedTransformer`` with the HF GPT-2 model's exact weights.
+    """A TransformerLens ``HookedTransformer`` with the HF GPT-2 model's exact weights
+    (no LayerNorm folding, ``use_hook_mlp_in`` on): the model layer's own converter."""
+    from mi_ideas.backends.tl_backend import hooked_from_gpt2
 
-    Built offline from a ``HookedTransformerConfig`` and
-    ``convert_gpt2_weights``; no weight processing (no LayerNorm folding, no
-    centring), so every hook sees the same activations as the HF model.
-    ``use_hook_mlp_in`` is on, so ``blocks.L.hook_mlp_in`` exists.
-    """
-    import warnings
-
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
-
-    c = hf_model.config
-    cfg = HookedTransformerConfig(
-        n_layers=c.n_layer,
-        d_model=c.n_embd,
-        d_head=c.n_embd // c.n_head,
-        n_heads=c.n_head,
-        d_mlp=c.n_inner or 4 * c.n_embd,
-        d_vocab=c.vocab_size,
-        n_ctx=c.n_positions,
-        act_fn=c.activation_function,
-        normalization_type="LN",
-        eps=c.layer_norm_epsilon,
-        positional_embedding_type="standard",
-        original_architecture="GPT2LMHeadModel",
-        default_prepend_bos=True,
-        tokenizer_prepends_bos=False,
-        use_hook_mlp_in=True,
-        device="cpu",
-        dtype=hf_model.dtype,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    sd = convert_gpt2_weights(hf_model, cfg)
-    sd["unembed.b_U"] = torch.zeros(cfg.d_vocab, dtype=hf_model.dtype)
-    model.load_and_process_state_dict(
-        sd, fold_ln=False, center_writing_weights=False, center_unembed=False,
-        fold_value_biases=False, refactor_factored_attn_matrices=False,
-    )
-    model.eval()
-    return model
+    return hooked_from_gpt2(hf_model, tokenizer, name="stories-gpt2")
 
 
 @torch.no_grad()
@@ -216,14 +178,8 @@ def hf_activations(hf_model, rows, hook_names: Sequence[str], batch_size: int = 
 # --------------------------------------------------------------------------- metrics
 
 
-@torch.no_grad()
-def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over all rows of ``x`` ([n, d])."""
-    x = x.double()
-    x_hat = x_hat.double()
-    resid = (x - x_hat).pow(2).sum()
-    total = (x - x.mean(0, keepdim=True)).pow(2).sum()
-    return float(1.0 - resid / total)
+# the definition the whole project reports (1 - sum ||x - x_hat||^2 / sum ||x - mean||^2)
+from mi_ideas.integrations.sae_lens import explained_variance  # noqa: E402
 
 
 @torch.no_grad()

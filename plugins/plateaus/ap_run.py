@@ -51,7 +51,6 @@ def _sae_at(ctx: RunContext, site: str) -> Any:
 
 
 def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> IdeaResult:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     subject, gen = ctx.subject, ctx.generator
     site = subject.site(config.site).name
     if subject.site(site).kind != "resid_pre":
