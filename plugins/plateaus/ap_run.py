@@ -37,10 +37,12 @@ def prompts(ctx: RunContext, n: int, tokens: int, offset: int = 0) -> Any:
     return subject.batch_from_ids(torch.stack(rows))
 
 
-def pool_activations(subject: Any, batch: Any, site: str, chunk: int = 256) -> Any:
-    out = [subject.harvest(subject.batch_from_ids(batch.input_ids[i:i + chunk]), [site],
-                           positions="last")[site] for i in range(0, len(batch), chunk)]
-    return torch.cat(out).float()
+def pool_activations(subject: Any, batch: Any, sites: list[str], chunk: int = 256
+                     ) -> dict[str, Any]:
+    """Last-position activations of the pool prompts at every site, one forward per chunk."""
+    parts = [subject.harvest(subject.batch_from_ids(batch.input_ids[i:i + chunk]), sites,
+                             positions="last") for i in range(0, len(batch), chunk)]
+    return {s: torch.cat([p[s] for p in parts]).float() for s in sites}
 
 
 def _sae_at(ctx: RunContext, site: str) -> Any:
@@ -72,7 +74,9 @@ def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> 
         metrics[name] = float(value)
         defs[name] = definition
 
-    pool = dirs.Pool.fit(pool_activations(subject, pool_batch, site))
+    layer_sites = [subject.site(f"resid_pre.{layer}").name for layer in config.layers]
+    pool_acts = pool_activations(subject, pool_batch, list(dict.fromkeys([site, *layer_sites])))
+    pool = dirs.Pool.fit(pool_acts[site])
     clean = clean_run(subject, ref, site)
     freq = dirs.firing_frequency(sae, pool.acts) if sae is not None else None
     unit_len = pool.median_pair_distance(gen)
@@ -128,7 +132,7 @@ def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> 
         details["reinit_control"] = "skipped: remote model"
     elif config.reinit_control and "relative" in config.step_modes:
         fresh = subject.reinitialized(ctx.seed)
-        fresh_pool = dirs.Pool.fit(pool_activations(fresh, pool_batch, site))
+        fresh_pool = dirs.Pool.fit(pool_activations(fresh, pool_batch, [site])[site])
         fresh_clean = clean_run(fresh, ref, site)
         t = dirs.targets("real", fresh_clean.x, fresh_pool, config.n_paths, gen)
         res = sweep(fresh, fresh_clean, site, t, torch.linspace(0, 1, config.n_steps),
@@ -159,7 +163,7 @@ def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> 
     for layer in config.layers:
         s_l = subject.site(f"resid_pre.{layer}").name
         c_l = clean_run(subject, ref, s_l)
-        p_l = dirs.Pool.fit(pool_activations(subject, pool_batch, s_l))
+        p_l = pool if s_l == site else dirs.Pool.fit(pool_acts[s_l])
         row = {"layer": layer}
         t = dirs.targets("real", c_l.x, p_l, config.n_paths, gen)
         res = sweep(subject, c_l, s_l, t, torch.linspace(0, 1, config.n_steps), kind="target",
