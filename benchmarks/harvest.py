@@ -2,7 +2,7 @@
 
     python benchmarks/harvest.py [--quick]
 
-1. Throughput: ``mi_ideas.harvest.harvest`` (nnsight back-end, every site read in one
+1. Throughput: ``mi_ideas.harvest.harvest_to_cache`` (nnsight back-end, every site read in one
    forward per batch, rows streamed to safetensors shards) against a baseline in this same
    process: the same Hugging Face model, the same batches, ``register_forward_hook`` /
    ``register_forward_pre_hook`` on the same modules, activations copied to CPU tensors
@@ -49,7 +49,7 @@ def gpt2_small_dir(tmp: Path) -> Path:
 
 
 def texts(n: int) -> list[str]:
-    from mi_ideas.zoo import corpus
+    from mi_ideas.data import stories as corpus
 
     return [s.text for s in corpus.generate_stories(n, seed="bench")]
 
@@ -60,7 +60,7 @@ def baseline(model_dir: Path, data: list[str], layers: list[int], batch_size: in
     import torch
     from transformers import AutoModelForCausalLM
 
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     subject = load_subject(f"hf:{model_dir}")  # only for its tokenizer / batching
     hf = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
@@ -96,13 +96,13 @@ def baseline(model_dir: Path, data: list[str], layers: list[int], batch_size: in
 def ours(model_dir: Path, data: list[str], layers: list[int], batch_size: int,
          max_length: int) -> tuple[float, int]:
     from mi_ideas.data import Dataset
-    from mi_ideas.harvest import harvest
-    from mi_ideas.models import load_subject
+    from mi_ideas.harvest import harvest_to_cache
+    from mi_ideas import load_subject
 
     subject = load_subject(f"hf:{model_dir}")
     sites = [s.format(L=L) for L in layers for s in SITES]
     t0 = time.perf_counter()
-    acts = harvest(subject, Dataset("bench", data), sites, batch_size=batch_size,
+    acts = harvest_to_cache(subject, Dataset("bench", data), sites, batch_size=batch_size,
                    max_length=max_length, reuse=False)
     dt = time.perf_counter() - t0
     return acts.n_rows / dt, acts.n_rows
@@ -133,12 +133,12 @@ def throughput(name: str, model_dir: Path, n_texts: int, batch_size: int, layers
 
 def rss_child(model_dir: str, n_texts: int, budget_mb: float) -> None:
     from mi_ideas.data import Dataset
-    from mi_ideas.harvest import harvest
-    from mi_ideas.models import load_subject
+    from mi_ideas.harvest import harvest_to_cache
+    from mi_ideas import load_subject
 
     subject = load_subject(f"hf:{model_dir}")
     sites = [s.format(L=L) for L in range(subject.n_layers) for s in SITES]
-    acts = harvest(subject, Dataset("rss", texts(n_texts)), sites, batch_size=16,
+    acts = harvest_to_cache(subject, Dataset("rss", texts(n_texts)), sites, batch_size=16,
                    budget_mb=budget_mb, reuse=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{acts.n_rows} {peak:.1f}")

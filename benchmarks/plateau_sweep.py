@@ -34,8 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from mi_ideas.data import load_dataset
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_dataset
+    from mi_ideas import load_subject
     from mi_ideas.sweep import clean_run, naive_sweep, sweep
     from mi_ideas_plugins.plateaus import directions as dirs
 
@@ -47,7 +47,7 @@ def main() -> None:
     rows = [r for r in rows if len(r) == 10]
     prompts = subject.batch_from_ids(torch.stack(rows[:n_prompts]))
     pool_batch = subject.batch_from_ids(torch.stack(rows[n_prompts:n_prompts + 300]))
-    pool = dirs.Pool.fit(subject.harvest(pool_batch, [site], positions="last")[site])
+    pool = dirs.Pool.fit(subject.activations(pool_batch, [site], positions="last")[site])
     gen = torch.Generator().manual_seed(0)
     clean = clean_run(subject, prompts, site)
     paths = torch.cat([dirs.directions(f, clean.x, pool, 1, gen)

@@ -17,15 +17,16 @@ from typing import Any
 
 from mi_ideas.errors import ConfigError, MiIdeasError, RunError, UsageError
 from mi_ideas.hookspecs import hookimpl
-from mi_ideas.idea import Idea, IdeaConfig, IdeaResult, Provenance, RunContext
-from mi_ideas.runs import RunRecord, load_run
+from mi_ideas.contract import Idea, IdeaConfig, IdeaResult, Provenance
+from mi_ideas.context import RunContext
+from mi_ideas.runs.records import RunRecord, load_run
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "Idea", "IdeaConfig", "IdeaResult", "MiIdeasError", "Provenance",
     "RunContext", "RunError", "RunRecord", "UsageError", "hookimpl", "list_ideas",
-    "load_run", "run",
+    "load_dataset", "load_dictionary", "load_run", "load_subject", "run",
 ]
 
 
@@ -54,7 +55,7 @@ def run(
     SAELens objects; ``data`` a spec or a list of strings; ``remote`` ``"local"``,
     ``"ndif"`` or a URL.
     """
-    from mi_ideas.runs import execute
+    from mi_ideas.runs.execute import execute
 
     merged: Any = config
     if values or not isinstance(config, IdeaConfig):
@@ -71,3 +72,28 @@ def list_ideas(host: Any = None) -> dict[str, type[Idea]]:
     from mi_ideas.host import get_host
 
     return dict((host or get_host()).ideas)
+
+
+def load_subject(model: Any = "zoo:stories-gpt2", *, remote: Any = None, host: Any = None) -> Any:
+    """A model spec (``"zoo:stories-gpt2"``, ``"hf:gpt2"``, ``"tl:gpt2"``) or model object as
+    a :class:`mi_ideas.subject.Subject`; see :func:`mi_ideas.host.resolve_model`."""
+    from mi_ideas.host import resolve_model
+
+    return resolve_model(model, remote=remote, host=host)
+
+
+def load_dataset(spec: Any = "zoo:stories", *, seed: int = 0, host: Any = None) -> Any:
+    """A data spec (``"zoo:stories:200"``, ``"text:PATH"``, ...) as a
+    :class:`mi_ideas.data.Dataset`; see :func:`mi_ideas.host.resolve_dataset`."""
+    from mi_ideas.host import resolve_dataset
+
+    return resolve_dataset(spec, seed=seed, host=host)
+
+
+def load_dictionary(spec: Any, subject: Any = None, *, host: Any = None) -> Any:
+    """A dictionary spec (``"zoo:NAME"``, ``"saelens:RELEASE/ID"``, ``"sparsify:DIR"``, a
+    directory) as a SAELens object, checked against ``subject`` when given; see
+    :func:`mi_ideas.host.resolve_dictionary`."""
+    from mi_ideas.host import resolve_dictionary
+
+    return resolve_dictionary(spec, subject, host=host)

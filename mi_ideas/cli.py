@@ -165,7 +165,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from mi_ideas.runs import resume
 
     record = resume(args.run_dir, host=_host(args), quiet=args.quiet,
-                    command=["mi-ideas", *sys.argv[1:]], model=args.model, remote=args.remote)
+                    command=["mi-ideas", *sys.argv[1:]], model=args.model, saes=args.sae,
+                    data=args.data, remote=args.remote)
     print_metrics(record.result)
     print(f"\nrun directory: {record.path}")
     return 0
@@ -222,7 +223,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             print(f"{m.problem}: {m.path}")
         if bad:
             print(f"mi-ideas: error: {len(bad)} zoo file(s) differ from the manifest; reinstall "
-                  f"mi-ideas, or retrain with python -m mi_ideas.zoo.train.", file=sys.stderr)
+                  f"mi-ideas, or retrain with python -m mi_ideas.zoo.build.train.", file=sys.stderr)
             return 1
         print("every zoo file matches its sha256 in the manifest")
         return 0
@@ -233,7 +234,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         print(f"{row.kind:<11} zoo:{row.name}")
-        for key, value in row.figures.items():
+        for key, value in row.key_numbers.items():
             shown = _format_value(float(value)) if isinstance(value, (int, float)) else value
             print(f"    {key}: {shown}")
         print(f"    {row.path}")
@@ -278,6 +279,21 @@ def cmd_cache(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------
 
 
+def _input_flags(p: argparse.ArgumentParser, resume: bool = False) -> None:
+    """The model / dictionary / data / remote flags, the same for ``run`` and ``resume``."""
+    again = " (default: the spec recorded in the run)" if resume else ""
+    p.add_argument("--model", metavar="SPEC",
+                   help="model: zoo:NAME, hf:REPO_OR_DIR (nnsight), tl:NAME|DIR|zoo:NAME "
+                        "(TransformerLens)" + (again or "; default: the idea's (an embedded zoo model)"))
+    p.add_argument("--sae", action="append", metavar="SPEC",
+                   help="dictionary: saelens:RELEASE/SAE_ID, zoo:NAME, sparsify:DIR or a SAELens "
+                        "directory (repeatable)" + again)
+    p.add_argument("--data", metavar="SPEC",
+                   help="dataset: zoo:stories[:N], template:FAMILY, text:PATH, hf:NAME[:SPLIT]" + again)
+    p.add_argument("--remote", metavar="WHERE",
+                   help="run model calls remotely: local (nnsight's rehearsal), ndif, or a URL" + again)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -311,24 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs directory (default ./runs or MI_IDEAS_RUNS_DIR); the run goes "
                         "to DIR/<idea>/<timestamp>-<hash>/")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--model", metavar="SPEC",
-                   help="model: zoo:NAME, hf:REPO_OR_DIR (nnsight), tl:NAME|DIR|zoo:NAME "
-                        "(TransformerLens); default: the idea's (an embedded zoo model)")
-    p.add_argument("--sae", action="append", metavar="SPEC",
-                   help="dictionary: saelens:RELEASE/SAE_ID, zoo:NAME or a SAELens directory "
-                        "(repeatable)")
-    p.add_argument("--data", metavar="SPEC",
-                   help="dataset: zoo:stories[:N], template:FAMILY, text:PATH, hf:NAME[:SPLIT]")
-    p.add_argument("--remote", metavar="WHERE",
-                   help="run model calls remotely: local (nnsight's rehearsal), ndif, or a URL")
+    _input_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", parents=[common],
                        help="run a failed or interrupted run again in its directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--model", metavar="SPEC", help="override the recorded model spec")
-    p.add_argument("--remote", metavar="WHERE", help="override the recorded remote setting")
+    _input_flags(p, resume=True)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("plugins", parents=[common], help="list plugins and their status")

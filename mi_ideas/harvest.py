@@ -1,6 +1,6 @@
 """Batched activation harvesting: many sites per forward, streamed to disk, cached.
 
-``harvest(subject, dataset, sites)`` runs the dataset through the subject in batches,
+``harvest_to_cache(subject, dataset, sites)`` runs the dataset through the subject in batches,
 reads every site in one forward per batch, and streams the rows to safetensors shards, so
 peak memory is bounded by ``budget_mb`` however many tokens are harvested. The result is
 cached under ``$MI_IDEAS_CACHE`` (default ``~/.cache/mi-ideas``) by (model fingerprint,
@@ -92,7 +92,7 @@ def cache_key(subject: Any, dataset: Any, sites: Sequence[str], positions: str,
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def harvest(
+def harvest_to_cache(
     subject: Any,
     dataset: Any,
     sites: Sequence[str],
@@ -118,9 +118,16 @@ def harvest(
     """
     import torch
 
-    from mi_ideas.data import load_dataset
+    from mi_ideas.data import Dataset
 
-    dataset = load_dataset(dataset)
+    if isinstance(dataset, (list, tuple)) and all(isinstance(t, str) for t in dataset):
+        dataset = Dataset("python:list", list(dataset))
+    if not isinstance(dataset, Dataset):
+        raise UsageError(
+            f"harvest_to_cache takes a mi_ideas.data.Dataset or a list of strings, not "
+            f"{type(dataset).__name__}; resolve a spec first with "
+            f"mi_ideas.load_dataset({dataset!r})."
+        )
     if callable(positions):
         if not positions_key:
             raise UsageError(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
-    from mi_ideas.idea import Idea, IdeaResult
+    from mi_ideas.contract import Idea, IdeaResult
     from mi_ideas.runs import RunRecord
 
 PROJECT = "mi_ideas"
@@ -35,7 +35,7 @@ def mi_ideas_register_ideas(register: Callable[[type[Idea]], None]) -> None:
     :func:`mi_ideas.run` needs the list of ideas).
 
     :param register: call ``register(IdeaClass)`` once per idea. ``IdeaClass`` is a
-        subclass of :class:`mi_ideas.idea.Idea` with ``name``, ``summary``, ``Config``
+        subclass of :class:`mi_ideas.contract.Idea` with ``name``, ``summary``, ``Config``
         and ``Result`` set. Registering a name another plugin already registered is an
         error that names both plugins.
 
@@ -53,11 +53,15 @@ def mi_ideas_register_backends(register: Callable[..., None]) -> None:
 
     Called once, the first time a model spec is resolved.
 
-    :param register: call ``register(prefix, loader, description)``. ``prefix`` is the part
-        of a spec before the first ``:`` (``"hf"`` in ``hf:gpt2``); ``loader(rest, remote)``
-        receives the rest of the spec and the remote setting (``None``, ``"local"``, ``"ndif"``
-        or a URL) and returns a :class:`mi_ideas.subject.Subject`. A prefix registered twice
-        is an error naming both plugins. Built-in prefixes: ``zoo``, ``hf``, ``tl``, ``tlsae``.
+    :param register: call ``register(prefix, loader, description, accepts=None,
+        from_object=None)``. ``prefix`` is the part of a spec before the first ``:``
+        (``"hf"`` in ``hf:gpt2``); ``loader(rest, remote)`` receives the rest of the spec and
+        the remote setting (``None``, ``"local"``, ``"ndif"`` or a URL) and returns a
+        :class:`mi_ideas.subject.Subject`. To also take Python model objects (``--model`` in
+        Python: ``mi_ideas.run(..., model=my_model)``), pass ``accepts(obj) -> bool`` and
+        ``from_object(obj, remote) -> Subject``; the first back-end whose ``accepts`` is
+        true wraps the object. A prefix registered twice is an error naming both plugins.
+        Built-in prefixes: ``zoo``, ``hf``, ``tl``, ``tlsae``.
 
     The return value is ignored.
     """
@@ -73,6 +77,24 @@ def mi_ideas_register_datasets(register: Callable[..., None]) -> None:
         receives the rest of the spec (after ``prefix:``) and the run's seed and returns a
         :class:`mi_ideas.data.Dataset`. Built-in prefixes: ``zoo``, ``text``, ``hf``,
         ``template``. A prefix registered twice is an error naming both plugins.
+
+    The return value is ignored.
+    """
+
+
+@hookspec
+def mi_ideas_register_dictionaries(register: Callable[..., None]) -> None:
+    """Register dictionary formats: how a ``--sae`` spec with a given prefix is loaded.
+
+    Called once, the first time a dictionary spec is resolved.
+
+    :param register: call ``register(prefix, loader, description)``. ``loader(rest)``
+        receives the rest of the spec (after ``prefix:``) and returns the dictionary as a
+        SAELens object (``SAE`` / ``Transcoder`` subclass) with ``cfg.d_in``, ``cfg.d_sae``
+        and ``cfg.metadata.hook_name`` set, so every idea and SAELens itself can use it.
+        Built-in prefixes: ``saelens``, ``zoo``, ``sparsify``; a spec with no registered
+        prefix is read as a SAELens directory. A prefix registered twice is an error naming
+        both plugins.
 
     The return value is ignored.
     """

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mi_ideas.idea import atomic_write_text
+from mi_ideas.io import atomic_write_text
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

@@ -118,8 +118,13 @@ class Subject:
     """A model under study. Subclasses are back-ends; ideas use only this interface."""
 
     backend: str = "abstract"
-    #: whether model calls go to a remote server (NDIF); back-ends set this.
+    #: whether model calls go through nnsight's remote path (NDIF, a self-hosted server,
+    #: or the ``remote="local"`` rehearsal); back-ends set this.
     remote: bool = False
+    #: whether the weights live on a server this process cannot touch (a real NDIF or
+    #: self-hosted server, not the local rehearsal): controls that need local weights,
+    #: such as :meth:`reinitialized`, are impossible then.
+    on_server: bool = False
 
     def __init__(self, *, spec: str, tokenizer: Any, n_layers: int, d_model: int,
                  d_vocab: int, parallel_residual: bool = False, fingerprint: str = ""):
@@ -210,7 +215,9 @@ class Subject:
                 return int(pid)
         return 0  # pragma: no cover
 
-    def _as_batch(self, inputs: Any) -> Batch:
+    def as_batch(self, inputs: Any) -> Batch:
+        """Make a :class:`Batch` of texts, a text, token-id lists or a ``(batch, seq)``
+        tensor (a Batch passes through unchanged)."""
         if isinstance(inputs, Batch):
             return inputs
         if isinstance(inputs, (str, list, tuple)) and (
@@ -244,7 +251,7 @@ class Subject:
         are skipped, not recomputed (TransformerLens's ``start_at_layer``; nnsight skips the
         modules). Sites before ``start_at`` cannot be read or changed then.
         """
-        batch = self._as_batch(inputs)
+        batch = self.as_batch(inputs)
         read_sites = {name: self.site(name) for name in read}
         sites = list(read_sites.values()) + [self.site(iv.site) for iv in interventions]
         start_layer = None
@@ -267,16 +274,18 @@ class Subject:
         return self._forward(batch, read_sites, positions, list(interventions), logits, stats,
                              start_layer, start_resid)
 
-    def harvest(self, inputs: Any, sites: Sequence[str], positions: Positions = "all"
-                ) -> dict[str, "torch.Tensor"]:
-        """Activations at several sites from one forward pass."""
+    def activations(self, inputs: Any, sites: Sequence[str], positions: Positions = "all"
+                    ) -> dict[str, "torch.Tensor"]:
+        """Activations at several sites from one forward pass, in memory (for a dataset
+        streamed to disk and cached, use ``ctx.harvest`` /
+        :func:`mi_ideas.harvest.harvest_to_cache`)."""
         return self.forward(inputs, read=sites, positions=positions).activations
 
     def logprobs(self, inputs: Any, *, positions: Positions = "last",
                  interventions: Sequence[Intervention] = ()) -> "torch.Tensor":
         """Next-token log-probabilities at ``positions`` (downloads vocab-sized tensors)."""
         out = self.forward(inputs, logits=True, interventions=interventions)
-        batch = self._as_batch(inputs)
+        batch = self.as_batch(inputs)
         return select_positions(out.logits, positions, batch).float().log_softmax(-1)
 
     def generate(self, inputs: Any, *, max_new_tokens: int = 20,
@@ -291,7 +300,7 @@ class Subject:
         """
         import torch
 
-        batch = self._as_batch(inputs)
+        batch = self.as_batch(inputs)
         for iv in interventions:
             self.site(iv.site)
             if not (isinstance(iv.positions, str) and iv.positions == "all"):

@@ -54,7 +54,7 @@ def clean_run(subject: Any, prompts: Any, site: str) -> CleanRun:
     s = subject.site(site)
     if s.kind != "resid_pre":
         raise UsageError(f"sweeps perturb the residual stream at resid_pre.L, not {site!r}.")
-    batch = subject._as_batch(prompts)
+    batch = subject.as_batch(prompts)
     final_site = f"resid_post.{subject.n_layers - 1}"
     out = subject.forward(batch, read=[s.name, final_site], logits=True)
     resid = out.activations[s.name]

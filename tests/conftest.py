@@ -26,7 +26,7 @@ from tests.ndif.fixtures import (  # noqa: E402,F401 - the loopback NDIF server
 @pytest.fixture(scope="module")
 def local(ndif_model_dir):
     """The loopback server's tiny model, run locally through nnsight."""
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     return load_subject(f"hf:{ndif_model_dir}")
 
@@ -34,7 +34,7 @@ def local(ndif_model_dir):
 @pytest.fixture
 def remote(ndif_model_dir, ndif_server, ndif_config):
     """The same model as a remote subject on the loopback NDIF server."""
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     ndif_config.APP.REMOTE_LOGGING = False
     return load_subject(f"hf:{ndif_model_dir}", remote=ndif_server.url)

@@ -13,7 +13,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from mi_ideas.idea import RunContext
+from mi_ideas import RunContext
 from mi_ideas_plugins.cis_toy_model import CisToyModel, mi_ideas_register_ideas
 from mi_ideas_plugins.cis_toy_model.config import CisConfig
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mi_ideas.data import load_dataset
+from mi_ideas import load_dataset
 from mi_ideas.errors import UsageError
 
 

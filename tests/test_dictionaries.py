@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mi_ideas.dictionaries import load_dictionary, output_site_of, site_of
+from mi_ideas import load_dictionary
+from mi_ideas.dictionaries import output_site_of, site_of
 from mi_ideas.errors import UsageError
 from tests.tiny_models import build_tiny
 
@@ -31,7 +32,7 @@ def _save_sae(path, hook_name="blocks.1.hook_resid_pre", d_in=32, transcoder=Fal
 
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory):
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     return load_subject(f"hf:{build_tiny('gpt2', tmp_path_factory.mktemp('d') / 'gpt2-tiny')}")
 
@@ -43,7 +44,7 @@ def test_local_directory_loads_as_the_saelens_class(tmp_path, subject):
     sae = load_dictionary(str(tmp_path / "sae"), subject)
     assert isinstance(sae, StandardSAE)
     assert site_of(sae) == "resid_pre.1"
-    x = subject.harvest("the cat", [site_of(sae)])[site_of(sae)]
+    x = subject.activations("the cat", [site_of(sae)])[site_of(sae)]
     assert torch.allclose(sae(x), original(x))  # same weights: SAELens's forward still works
 
 

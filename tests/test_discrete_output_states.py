@@ -93,8 +93,8 @@ def test_pairs_respect_the_partitions():
 def zoo():
     import torch
 
-    from mi_ideas.data import load_dataset
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_dataset
+    from mi_ideas import load_subject
 
     torch.set_num_threads(1)
     return load_subject("zoo:stories-gpt2"), load_dataset

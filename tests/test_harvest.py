@@ -7,7 +7,7 @@ import torch
 
 from mi_ideas.cli import main
 from mi_ideas.data import Dataset
-from mi_ideas.harvest import harvest, list_cache
+from mi_ideas.harvest import harvest_to_cache, list_cache
 from tests.tiny_models import build_tiny
 
 TEXTS = ["the cat was red", "a dog ran to the big house", "one two", "the sun and the moon",
@@ -16,7 +16,7 @@ TEXTS = ["the cat was red", "a dog ran to the big house", "one two", "the sun an
 
 @pytest.fixture(scope="module")
 def subject(tmp_path_factory):
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     return load_subject(f"hf:{build_tiny('gpt2', tmp_path_factory.mktemp('h') / 'gpt2-tiny')}")
 
@@ -29,7 +29,7 @@ def cache_dir(tmp_path, monkeypatch):
 
 def test_rows_are_every_real_token_with_their_origin(subject):
     data = Dataset("t", TEXTS)
-    acts = harvest(subject, data, ["resid_pre.1", "mlp_out.0"], batch_size=4, budget_mb=0.001)
+    acts = harvest_to_cache(subject, data, ["resid_pre.1", "mlp_out.0"], batch_size=4, budget_mb=0.001)
     assert len(acts.manifest["shards"]) > 1  # the tiny budget forced several shards
     lengths = [len(subject.tokenize(t).input_ids[0]) - 1 for t in TEXTS]  # minus BOS
     assert acts.n_rows == sum(lengths)
@@ -40,12 +40,12 @@ def test_rows_are_every_real_token_with_their_origin(subject):
         rows = doc == j
         assert torch.equal(pos[rows], torch.arange(1, len(ids)))
         assert torch.equal(tok[rows], ids[1:])
-        direct = subject.harvest(text, ["resid_pre.1"])["resid_pre.1"][0, 1:]
+        direct = subject.activations(text, ["resid_pre.1"])["resid_pre.1"][0, 1:]
         assert torch.allclose(acts.load("resid_pre.1")[rows], direct, atol=1e-5)
 
 
 def test_iter_batches_streams_every_row_in_order(subject):
-    acts = harvest(subject, Dataset("t", TEXTS), ["resid_post.1"], batch_size=2, budget_mb=0.001)
+    acts = harvest_to_cache(subject, Dataset("t", TEXTS), ["resid_post.1"], batch_size=2, budget_mb=0.001)
     whole = acts.load("resid_post.1")
     streamed = list(acts.iter_batches("resid_post.1", 5))
     assert all(len(b) == 5 for b in streamed[:-1])
@@ -53,23 +53,23 @@ def test_iter_batches_streams_every_row_in_order(subject):
 
 
 def test_last_position_harvest(subject):
-    acts = harvest(subject, Dataset("t", TEXTS), ["resid_post.0"], positions="last")
+    acts = harvest_to_cache(subject, Dataset("t", TEXTS), ["resid_post.0"], positions="last")
     assert acts.n_rows == len(TEXTS)
-    direct = subject.harvest(TEXTS, ["resid_post.0"], positions="last")["resid_post.0"]
+    direct = subject.activations(TEXTS, ["resid_post.0"], positions="last")["resid_post.0"]
     assert torch.allclose(acts.load("resid_post.0"), direct, atol=1e-5)
 
 
 def test_second_harvest_reuses_the_cache(subject, monkeypatch, cache_dir, capsys):
     data = Dataset("t", TEXTS)
-    first = harvest(subject, data, ["resid_pre.1"])
+    first = harvest_to_cache(subject, data, ["resid_pre.1"])
     monkeypatch.setattr(type(subject), "forward", lambda *a, **k: pytest.fail("recomputed"))
-    again = harvest(subject, Dataset("same texts, other name", list(TEXTS)), ["resid_pre.1"])
+    again = harvest_to_cache(subject, Dataset("same texts, other name", list(TEXTS)), ["resid_pre.1"])
     assert again.path == first.path
     assert [r["key"] for r in list_cache()] == [first.path.name]
     # another site set or another dataset is another entry
     monkeypatch.undo()
     monkeypatch.setenv("MI_IDEAS_CACHE", str(cache_dir))
-    other = harvest(subject, Dataset("t", TEXTS[:3]), ["resid_pre.1"])
+    other = harvest_to_cache(subject, Dataset("t", TEXTS[:3]), ["resid_pre.1"])
     assert other.path != first.path
     assert main(["cache", "ls"]) == 0
     assert first.path.name in capsys.readouterr().out
@@ -89,7 +89,7 @@ def test_an_interrupted_harvest_leaves_no_cache_entry(subject, monkeypatch, cach
 
     monkeypatch.setattr(type(subject), "forward", flaky)
     with pytest.raises(KeyboardInterrupt):
-        harvest(subject, Dataset("t", TEXTS), ["resid_pre.1"], batch_size=2)
+        harvest_to_cache(subject, Dataset("t", TEXTS), ["resid_pre.1"], batch_size=2)
     assert list_cache() == []
     assert not any((cache_dir / "harvest").iterdir())
 
@@ -102,9 +102,9 @@ def test_a_mask_function_selects_rows_and_names_the_cache_entry(subject):
     def red_tokens(batch):
         return batch.input_ids == red
 
-    acts = harvest(subject, Dataset("t", TEXTS), ["resid_pre.1"], positions=red_tokens,
+    acts = harvest_to_cache(subject, Dataset("t", TEXTS), ["resid_pre.1"], positions=red_tokens,
                    positions_key="red")
     assert acts.n_rows == sum(t.split().count("red") for t in TEXTS) == 2
     assert (acts.load("token") == red).all()
     with pytest.raises(UsageError, match="needs positions_key"):
-        harvest(subject, Dataset("t", TEXTS), ["resid_pre.1"], positions=red_tokens)
+        harvest_to_cache(subject, Dataset("t", TEXTS), ["resid_pre.1"], positions=red_tokens)

@@ -71,7 +71,7 @@ def test_a_raising_finished_hook_does_not_change_the_run(toy_host, register_plug
 
 
 def test_hook_mi_ideas_register_backends(register_plugin, mi_ideas_host):
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
     from mi_ideas.subject import Subject
 
     class Fake(Subject):
@@ -96,7 +96,8 @@ def test_hook_mi_ideas_register_backends(register_plugin, mi_ideas_host):
 
 
 def test_hook_mi_ideas_register_datasets(register_plugin, mi_ideas_host):
-    from mi_ideas.data import Dataset, load_dataset
+    from mi_ideas import load_dataset
+    from mi_ideas.data import Dataset
 
     class P:
         @hookimpl

@@ -30,7 +30,7 @@ def test_remote_harvest_interventions_and_stats_equal_local(local, remote, ndif_
 
 
 def test_rehearsal_equals_local(ndif_model_dir, local):
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     rehearsal = load_subject(f"hf:{ndif_model_dir}", remote="local")
     batch = local.tokenize(PROMPTS)

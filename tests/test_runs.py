@@ -83,7 +83,7 @@ def test_python_api_accepts_a_config_object(toy_host, tmp_path):
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
-    from mi_ideas.idea import atomic_path
+    from mi_ideas.io import atomic_path
 
     target = tmp_path / "x.json"
     target.write_text("old")

@@ -119,8 +119,9 @@ def test_crossing_t_interpolates_and_censors():
 
 @pytest.fixture(scope="module")
 def zoo():
-    from mi_ideas.dictionaries import load_dictionary, site_of
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_dictionary
+    from mi_ideas.dictionaries import site_of
+    from mi_ideas import load_subject
 
     subject = load_subject("zoo:stories-gpt2")
     sae = load_dictionary("zoo:stories-gpt2-resid2-topk", subject)

@@ -19,7 +19,7 @@ def gpt2_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["nnsight", "tl"])
 def subject(request, gpt2_dir):
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     return load_subject(f"hf:{gpt2_dir}" if request.param == "nnsight" else f"tl:{gpt2_dir}")
 
@@ -36,10 +36,10 @@ def test_tokenize_left_pads_with_bos(subject):
 
 def test_positions_select_the_same_rows(subject):
     batch = subject.tokenize(PROMPTS)
-    full = subject.harvest(batch, ["resid_post.0"])["resid_post.0"]
-    last = subject.harvest(batch, ["resid_post.0"], positions="last")["resid_post.0"]
-    some = subject.harvest(batch, ["resid_post.0"], positions=[1, 2])["resid_post.0"]
-    masked = subject.harvest(batch, ["resid_post.0"], positions=batch.attention_mask.bool())["resid_post.0"]
+    full = subject.activations(batch, ["resid_post.0"])["resid_post.0"]
+    last = subject.activations(batch, ["resid_post.0"], positions="last")["resid_post.0"]
+    some = subject.activations(batch, ["resid_post.0"], positions=[1, 2])["resid_post.0"]
+    masked = subject.activations(batch, ["resid_post.0"], positions=batch.attention_mask.bool())["resid_post.0"]
     assert torch.equal(last, full[:, -1]) and torch.equal(some, full[:, [1, 2]])
     assert torch.equal(masked, full[batch.attention_mask.bool()])
     assert masked.shape == (int(batch.attention_mask.sum()), subject.d_model)
@@ -60,7 +60,7 @@ def test_activation_patching_replaces_the_whole_run(subject):
 def test_reads_are_copies_and_interventions_apply_before_reads(subject):
     batch = subject.tokenize(PROMPTS)
     v = torch.randn(subject.d_model, generator=torch.Generator().manual_seed(0))
-    clean = subject.harvest(batch, ["resid_post.0", "resid_pre.1"])
+    clean = subject.activations(batch, ["resid_post.0", "resid_pre.1"])
     out = subject.forward(batch, read=["resid_post.0", "resid_pre.1"],
                           interventions=[Intervention("resid_pre.1", "add", v, "last")])
     # resid_post.0 is the same tensor as resid_pre.1 in the model; the earlier read is unchanged
@@ -72,7 +72,7 @@ def test_reads_are_copies_and_interventions_apply_before_reads(subject):
 
 def test_zero_and_mean_ablation(subject):
     batch = subject.tokenize(PROMPTS)
-    mean = subject.harvest(batch, ["mlp_out.0"])["mlp_out.0"].mean((0, 1))
+    mean = subject.activations(batch, ["mlp_out.0"])["mlp_out.0"].mean((0, 1))
     zero = subject.forward(batch, read=["mlp_out.0"], interventions=[
         Intervention("mlp_out.0", "ablate")]).activations["mlp_out.0"]
     meaned = subject.forward(batch, read=["mlp_out.0"], interventions=[
@@ -119,21 +119,21 @@ def test_greedy_generation_matches_hugging_face(subject, gpt2_dir):
 
 def test_bad_sites_and_interventions_are_clear_errors(subject):
     with pytest.raises(UsageError, match="unknown site 'resid.1'"):
-        subject.harvest(PROMPTS, ["resid.1"])
+        subject.activations(PROMPTS, ["resid.1"])
     with pytest.raises(UsageError, match="has 2 blocks"):
-        subject.harvest(PROMPTS, ["resid_pre.7"])
+        subject.activations(PROMPTS, ["resid_pre.7"])
     with pytest.raises(UsageError, match="needs a value"):
         Intervention("resid_pre.0", "add")
-    assert subject.harvest(PROMPTS, ["blocks.1.hook_resid_pre"]).keys() == {"blocks.1.hook_resid_pre"}
+    assert subject.activations(PROMPTS, ["blocks.1.hook_resid_pre"]).keys() == {"blocks.1.hook_resid_pre"}
 
 
 def test_backends_agree_on_every_site(gpt2_dir):
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     a, b = load_subject(f"hf:{gpt2_dir}"), load_subject(f"tl:{gpt2_dir}")
     batch = a.tokenize(PROMPTS)
     mask = batch.attention_mask.bool()
-    ra, rb = a.harvest(batch, a.sites, positions=mask), b.harvest(batch, b.sites, positions=mask)
+    ra, rb = a.activations(batch, a.sites, positions=mask), b.activations(batch, b.sites, positions=mask)
     for site in a.sites:
         assert torch.allclose(ra[site], rb[site], atol=1e-4), site
 
@@ -144,7 +144,7 @@ def test_model_objects_are_accepted(gpt2_dir):
 
     from mi_ideas.backends.nnsight_backend import ARCHITECTURES
     from mi_ideas.backends.tl_backend import build_from_hf_dir
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     nn_model = TransformersModel(str(gpt2_dir), task="text-generation", dispatch=True,
                                  rename=ARCHITECTURES["gpt2"].rename)

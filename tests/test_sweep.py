@@ -13,7 +13,7 @@ SITE = "resid_pre.1"
 
 @pytest.fixture(scope="module")
 def subject(ndif_model_dir):
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     return load_subject(f"hf:{ndif_model_dir}")
 
@@ -50,7 +50,7 @@ def test_path_geometry():
 
 def test_remote_sweep_equals_local_with_one_request_per_batch(
         subject, ndif_model_dir, ndif_server, ndif_config):
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     ndif_config.APP.REMOTE_LOGGING = False
     remote = load_subject(f"hf:{ndif_model_dir}", remote=ndif_server.url)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mi_ideas import zoo
-from mi_ideas.zoo import corpus
+from mi_ideas.data import stories as corpus
 
 TEST_SEED = 12345  # not used to train anything (training uses seed 0, held-out metrics seed 1)
 
@@ -71,13 +71,13 @@ def test_api_paths_and_rows():
         zoo.model_dir("no-such-model")
     rows = {r.name: r for r in zoo.list_entries()}
     assert {r.kind for r in rows.values()} == {"model", "sae", "transcoder"}
-    assert rows["stories-gpt2"].figures["heldout_loss"] < rows["stories-gpt2"].figures["bigram_loss"]
-    assert rows[zoo.DEFAULT_SAE].figures["hook"] == "blocks.2.hook_resid_pre"
-    assert rows[zoo.DEFAULT_TRANSCODER].figures["hook_out"] == "blocks.1.hook_mlp_out"
+    assert rows["stories-gpt2"].key_numbers["heldout_loss"] < rows["stories-gpt2"].key_numbers["bigram_loss"]
+    assert rows[zoo.DEFAULT_SAE].key_numbers["hook"] == "blocks.2.hook_resid_pre"
+    assert rows[zoo.DEFAULT_TRANSCODER].key_numbers["hook_out"] == "blocks.1.hook_mlp_out"
 
 
 def test_import_is_cheap():
-    code = ("import sys, mi_ideas.zoo, mi_ideas.zoo.corpus; "
+    code = ("import sys, mi_ideas.zoo, mi_ideas.data.stories; "
             "bad = [m for m in ('torch', 'transformers', 'sae_lens', 'numpy') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
@@ -96,15 +96,15 @@ def model_and_tokenizer():
 
 
 def _rows(tok, n_stories, seed, n_ctx=128):
-    from mi_ideas.zoo.lm import encode_texts, pack_rows
+    from mi_ideas.zoo.build.lm import encode_texts, pack_rows
 
     texts = [s.text for s in corpus.generate_stories(n_stories, seed)]
     return pack_rows(encode_texts(tok, texts), n_ctx, tok.eos_token_id)
 
 
 def test_model_loads_offline_and_beats_ngrams(model_and_tokenizer):
-    from mi_ideas.zoo.lm import lm_loss
-    from mi_ideas.zoo.ngram import ngram_losses
+    from mi_ideas.zoo.build.lm import lm_loss
+    from mi_ideas.zoo.build.ngram import ngram_losses
 
     model, tok = model_and_tokenizer
     assert type(model).__name__ == "GPT2LMHeadModel"
@@ -169,7 +169,7 @@ def test_model_uses_long_range_structure(model_and_tokenizer):
 def test_sae_and_transcoder_load_and_reach_manifest_figures(model_and_tokenizer):
     from sae_lens import SAE, TopKSAE, Transcoder
 
-    from mi_ideas.zoo.lm import dictionary_metrics, hf_activations
+    from mi_ideas.zoo.build.lm import dictionary_metrics, hf_activations
 
     model, tok = model_and_tokenizer
     sae = SAE.load_from_disk(str(zoo.sae_dir(zoo.DEFAULT_SAE)))
@@ -279,7 +279,7 @@ def test_train_smoke_end_to_end(tmp_path):
     from sae_lens import SAE
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mi_ideas.zoo import train
+    from mi_ideas.zoo.build import train
 
     threads = torch.get_num_threads()
     try:

@@ -10,14 +10,14 @@ from mi_ideas.subject import Intervention, StatsRequest
 
 @pytest.fixture(scope="module")
 def subjects():
-    from mi_ideas.models import load_subject
+    from mi_ideas import load_subject
 
     return load_subject("zoo:stories-gpt2"), load_subject("tl:zoo:stories-gpt2")
 
 
 @pytest.fixture(scope="module")
 def batch(subjects):
-    from mi_ideas.data import load_dataset
+    from mi_ideas import load_dataset
 
     texts = [t[:200] for t in load_dataset("zoo:stories:4", seed=3).texts]
     texts += load_dataset("template:furniture_grid").texts[:3]

@@ -38,7 +38,8 @@ class Echo(Idea):
         ctx.artifacts.save_figure("draws", fig)
         value = float(x.sum() if config.mode == "sum" else x.max())
         return IdeaResult(metrics={"value": value, "nan_metric": float("nan")},
-                          definitions={"value": f"{config.mode} of the draws"},
+                          definitions={"value": f"{config.mode} of the draws",
+                                       "nan_metric": "always NaN (checks NaN survives JSON)"},
                           details={"x": x.tolist()})
 
 
@@ -126,7 +127,9 @@ class Steps(Idea):
             total = total + step
             ran.append(step)
             ctx.checkpoint("progress", {"total": total}, {"next_step": step + 1})
-        return IdeaResult(metrics={"total": float(total)}, details={"ran": ran})
+        result = IdeaResult(details={"ran": ran})
+        result.add("total", total, "sum of the step indices run, across attempts")
+        return result
 
 
 @hookimpl

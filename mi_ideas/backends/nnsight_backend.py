@@ -119,8 +119,10 @@ class NNsightSubject(Subject):
         config = model.config
         self.arch = architecture_of(config)
         self.model = model
-        self.remote_arg = remote
+        # nnsight's own ``remote=`` value: False, "local" (the rehearsal), True or a URL.
+        self._nnsight_remote = remote
         self.remote = bool(remote)
+        self.on_server = self.remote and remote != "local"
         if self.remote:
             _ship_trace_ops()
         n_layers = int(getattr(config, "num_hidden_layers", None) or config.n_layer)
@@ -149,7 +151,7 @@ class NNsightSubject(Subject):
         import torch
         from transformers import AutoModelForCausalLM
 
-        if self.remote and self.remote_arg != "local":
+        if self.on_server:
             return super().reinitialized(seed)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -240,7 +242,7 @@ class NNsightSubject(Subject):
         final_envoy = self.model.ln_final if want_stats and stats.needs_final_resid else None
         inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                       position_ids=batch.position_ids)
-        trace_kwargs = {"remote": self.remote_arg} if self.remote else {}
+        trace_kwargs = {"remote": self._nnsight_remote} if self.remote else {}
         logit_reads = [name for name, s in read.items() if s.kind == "logits"]
         stat_args = stats.args(stat_index) if want_stats else None
         # Starting at block L: blocks before it are skipped (their output is never
@@ -256,10 +258,10 @@ class NNsightSubject(Subject):
                 plan[0] = (plan[0][0], [replace, *plan[0][1]], plan[0][2])
             else:
                 plan.insert(0, (first, [replace], []))
-        if self.remote and self.remote_arg != "local":
+        if self.on_server:
             from mi_ideas.remote import remote_errors
 
-            with remote_errors(self.remote_arg, self.spec):
+            with remote_errors(self._nnsight_remote, self.spec):
                 saved = _run_trace(self.model, inputs, trace_kwargs, skips, plan, read_index,
                                    logit_reads, logits, stat_args, final_envoy)
         else:

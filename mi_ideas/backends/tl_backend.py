@@ -232,6 +232,15 @@ def build_from_hf_dir(path: str | Path, *, sae_transformer: bool = False, name: 
     return model.eval()
 
 
+def refuse_remote(remote: Any) -> None:
+    """TransformerLens models run locally only: a clear error for any remote setting."""
+    if remote not in (None, False, "", "off"):
+        raise UsageError(
+            "TransformerLens models run locally only; for remote execution use an nnsight "
+            "spec (hf:REPO or zoo:NAME) with --remote."
+        )
+
+
 def load_tl(source: Any, *, spec: str | None = None, sae_transformer: bool = False) -> TLSubject:
     """A :class:`TLSubject` from a HookedTransformer, a local HF directory, or an official name."""
     from transformer_lens import HookedTransformer

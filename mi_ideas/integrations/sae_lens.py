@@ -5,7 +5,7 @@ module supplies:
 
 :func:`activation_provider`
     a ``DataProvider`` (an iterator of ``(batch_size, d_model)`` float32 tensors) streamed
-    from the harvest cache (:func:`mi_ideas.harvest.harvest`). The first use runs the
+    from the harvest cache (:func:`mi_ideas.harvest.harvest_to_cache`). The first use runs the
     dataset through the subject -- locally, or through NDIF for a remote subject (one
     request per harvest batch) -- and every later epoch, run or provider reads the cache.
 :func:`evaluator`
@@ -84,15 +84,15 @@ __all__ = [
 
 
 def _subject(subject: Any, remote: Any) -> Any:
-    from mi_ideas.models import load_subject
+    from mi_ideas.host import resolve_model
 
-    return load_subject(subject, remote=remote)
+    return resolve_model(subject, remote=remote)
 
 
 def _dataset(dataset: Any, seed: int) -> Any:
-    from mi_ideas.data import load_dataset
+    from mi_ideas.host import resolve_dataset
 
-    return load_dataset(dataset, seed=seed)
+    return resolve_dataset(dataset, seed=seed)
 
 
 def _check_positions(positions: str) -> None:
@@ -102,7 +102,7 @@ def _check_positions(positions: str) -> None:
 
 def row_mask(batch: Any, positions: str = "all", *, skip_bos: bool = True,
              prepend_bos: bool = True) -> "torch.Tensor":
-    """The boolean ``(batch, seq)`` mask of the rows :func:`~mi_ideas.harvest.harvest`
+    """The boolean ``(batch, seq)`` mask of the rows :func:`~mi_ideas.harvest.harvest_to_cache`
     stores for ``batch``: every real token (BOS skipped) or each text's last token."""
     import torch
 
@@ -294,7 +294,7 @@ def activation_provider(
     :class:`~mi_ideas.data.Dataset`, a list of texts, or a data spec. ``site``: a standard
     site or a TransformerLens hook name (``blocks.1.hook_resid_pre``).
 
-    The activations are harvested once with :func:`mi_ideas.harvest.harvest` (``positions``,
+    The activations are harvested once with :func:`mi_ideas.harvest.harvest_to_cache` (``positions``,
     ``skip_bos``, ``max_length``, ``prepend_bos``, ``budget_mb`` and ``reuse`` as there;
     ``harvest_batch_size`` texts per forward, which for a remote subject is one NDIF
     request) and cached by model and data fingerprint, so a second provider, a later epoch
@@ -313,13 +313,13 @@ def activation_provider(
     otherwise rows are mixed in a buffer of ``buffer_rows`` rows (default: as many as fit
     in ``budget_mb``) that is shuffled, half handed out and refilled.
     """
-    from mi_ideas.harvest import harvest
+    from mi_ideas.harvest import harvest_to_cache
 
     _check_positions(positions)
     subj = _subject(subject, remote)
     ds = _dataset(dataset, data_seed)
     name = subj.site(site).name
-    acts = harvest(subj, ds, [name], positions=positions, batch_size=harvest_batch_size,
+    acts = harvest_to_cache(subj, ds, [name], positions=positions, batch_size=harvest_batch_size,
                    max_length=max_length, prepend_bos=prepend_bos, skip_bos=skip_bos,
                    budget_mb=budget_mb, reuse=reuse, progress=progress)
     return ActivationProvider(acts, name, batch_size, loop=loop, shuffle_seed=shuffle_seed,
@@ -639,7 +639,7 @@ class Evaluator:
         import torch
 
         from mi_ideas.data import Dataset
-        from mi_ideas.harvest import harvest
+        from mi_ideas.harvest import harvest_to_cache
 
         self.subject = _subject(self._subject_arg, self._remote)
         self.dataset = _dataset(self._dataset_arg, self.data_seed)
@@ -679,7 +679,7 @@ class Evaluator:
                 f"a smaller n_eval_tokens.")
         n_texts = len(counts) if want_fit else n_eval_texts
         subset = Dataset(f"{self.dataset.spec}[:{n_texts}]", list(texts[:n_texts]))
-        self.activations = harvest(
+        self.activations = harvest_to_cache(
             self.subject, subset, [self.site], positions=self.positions,
             batch_size=self.batch_size, max_length=self.max_length,
             prepend_bos=self.prepend_bos, skip_bos=self.skip_bos, budget_mb=self.budget_mb)

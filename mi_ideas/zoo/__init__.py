@@ -1,7 +1,7 @@
 """The embedded zoo: a tiny model, tokenizer, SAE and transcoder shipped with mi_ideas.
 
-Everything here is trained by ``python -m mi_ideas.zoo.train`` on the corpus of
-:mod:`mi_ideas.zoo.corpus` and stored in standard formats:
+Everything here is trained by ``python -m mi_ideas.zoo.build.train`` on the corpus of
+:mod:`mi_ideas.data.stories` and stored in standard formats:
 
 * ``models/stories-gpt2/`` -- a Hugging Face directory (``GPT2LMHeadModel``,
   safetensors, byte-level BPE tokenizer with ``<|endoftext|>`` as BOS/EOS);
@@ -41,7 +41,6 @@ __all__ = [
     "list_entries",
     "verify",
     "load_model",
-    "load_hooked_transformer",
     "load_dictionary",
 ]
 
@@ -62,7 +61,7 @@ class ZooEntry(NamedTuple):
     name: str
     kind: str  # "model", "sae" or "transcoder"
     path: Path
-    figures: dict[str, Any]  # key figures, ready to print
+    key_numbers: dict[str, Any]  # size and quality numbers from the manifest, ready to print
 
 
 class Mismatch(NamedTuple):
@@ -92,7 +91,7 @@ def manifest(root: str | Path | None = None) -> dict[str, Any]:
     """
     p = (Path(root) if root is not None else ZOO_DIR) / "manifest.json"
     if not p.is_file():
-        raise FileNotFoundError(f"no zoo manifest at {p}; run `python -m mi_ideas.zoo.train`")
+        raise FileNotFoundError(f"no zoo manifest at {p}; run `python -m mi_ideas.zoo.build.train`")
     return json.loads(json.dumps(_load_manifest(str(p), p.stat().st_mtime)))
 
 
@@ -122,7 +121,7 @@ def sae_dir(name: str = DEFAULT_SAE, root: str | Path | None = None) -> Path:
     return _path(name, _DICT_KINDS, root)
 
 
-def _figures(e: dict[str, Any]) -> dict[str, Any]:
+def _key_numbers(e: dict[str, Any]) -> dict[str, Any]:
     m = e.get("metrics", {})
     if e["kind"] == "model":
         return {
@@ -144,7 +143,7 @@ def _figures(e: dict[str, Any]) -> dict[str, Any]:
 def list_entries(root: str | Path | None = None) -> list[ZooEntry]:
     """One :class:`ZooEntry` (name, kind, path, key figures) per shipped model / dictionary."""
     base = Path(root) if root is not None else ZOO_DIR
-    return [ZooEntry(name, e["kind"], base / e["path"], _figures(e))
+    return [ZooEntry(name, e["kind"], base / e["path"], _key_numbers(e))
             for name, e in manifest(root)["entries"].items()]
 
 
@@ -202,19 +201,6 @@ def load_model(name: str = DEFAULT_MODEL, root: str | Path | None = None, **kwar
     tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
     model.eval()
     return model, tok
-
-
-def load_hooked_transformer(name: str = DEFAULT_MODEL, root: str | Path | None = None):
-    """A TransformerLens ``HookedTransformer`` of zoo model ``name``, built offline.
-
-    Exact weights, no LayerNorm folding / centring (activations equal the HF
-    model's); ``use_hook_mlp_in`` is on; the tokenizer prepends ``<|endoftext|>``.
-    (``HookedTransformer.from_pretrained`` would try to fetch a config from the Hub.)
-    """
-    from .lm import to_hooked_transformer
-
-    model, tok = load_model(name, root)
-    return to_hooked_transformer(model, tokenizer=tok)
 
 
 def load_dictionary(name: str = DEFAULT_SAE, root: str | Path | None = None, device: str = "cpu"):

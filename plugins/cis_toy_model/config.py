@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mi_ideas.idea import IdeaConfig
+from mi_ideas import IdeaConfig
 
 Task = Literal["u-and", "compressed-computation", "tms"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mi_ideas.idea import Idea, RunContext
+from mi_ideas import Idea, RunContext
 
 from .config import CisConfig
 from .result import CisResult

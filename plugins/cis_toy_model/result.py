@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from mi_ideas.idea import IdeaResult
+from mi_ideas import IdeaResult
 
 
 class CisResult(IdeaResult):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mi_ideas.idea import Idea, IdeaResult, RunContext
+from mi_ideas import Idea, IdeaResult, RunContext
 
 from .ap_config import PlateauConfig
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from mi_ideas.idea import IdeaConfig
+from mi_ideas import IdeaConfig
 
 Family = Literal["real", "real_arc", "cov_gauss", "isotropic", "sae_latent", "sae_synthetic"]
 

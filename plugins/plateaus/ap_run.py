@@ -8,7 +8,7 @@ import torch
 
 from mi_ideas.dictionaries import site_of
 from mi_ideas.errors import UsageError
-from mi_ideas.idea import IdeaResult, RunContext
+from mi_ideas import IdeaResult, RunContext
 from mi_ideas.sweep import CleanRun, clean_run, rebase, sweep
 
 from . import directions as dirs
@@ -40,7 +40,7 @@ def prompts(ctx: RunContext, n: int, tokens: int, offset: int = 0) -> Any:
 def pool_activations(subject: Any, batch: Any, sites: list[str], chunk: int = 256
                      ) -> dict[str, Any]:
     """Last-position activations of the pool prompts at every site, one forward per chunk."""
-    parts = [subject.harvest(subject.batch_from_ids(batch.input_ids[i:i + chunk]), sites,
+    parts = [subject.activations(subject.batch_from_ids(batch.input_ids[i:i + chunk]), sites,
                              positions="last") for i in range(0, len(batch), chunk)]
     return {s: torch.cat([p[s] for p in parts]).float() for s in sites}
 
@@ -127,7 +127,7 @@ def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> 
     details["curves"] = curves
 
     # -- control: the same architecture, re-initialised ---------------------------------
-    if config.reinit_control and subject.remote and subject.remote_arg != "local":
+    if config.reinit_control and subject.on_server:
         ctx.log("the re-initialised control needs the weights locally: skipped for a remote model")
         details["reinit_control"] = "skipped: remote model"
     elif config.reinit_control and "relative" in config.step_modes:
@@ -206,13 +206,13 @@ def _bands(x: Any) -> dict[str, list[float]]:
 
 def _steering(ctx: RunContext, config: PlateauConfig, subject: Any, clean: CleanRun, site: str,
               pool: Any, unit_len: float, put: Any, definitions: dict, details: dict) -> None:
-    from mi_ideas.data import load_dataset
+    from mi_ideas import load_dataset
 
     ladder = load_dataset("template:intensity_ladder")
     groups = {}
     for emotion in ("happy", "sad"):
         texts = [t for t, lab in zip(ladder.texts, ladder.labels) if lab.get("concept") == emotion]
-        acts = subject.harvest(subject.tokenize(texts), [site], positions="last")[site]
+        acts = subject.activations(subject.tokenize(texts), [site], positions="last")[site]
         groups[emotion] = acts.float().mean(0)
     v = groups["happy"] - groups["sad"]
     steps = torch.linspace(0, config.abs_max_distance * unit_len, config.n_steps)

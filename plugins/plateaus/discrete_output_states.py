@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mi_ideas.idea import Idea, IdeaConfig, IdeaResult, RunContext
+from mi_ideas import Idea, IdeaConfig, IdeaResult, RunContext
 
 
 class DiscreteOutputStatesConfig(IdeaConfig):

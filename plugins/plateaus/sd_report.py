@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mi_ideas.idea import IdeaResult
+from mi_ideas import IdeaResult
 
 from . import sd_analysis as A
 from .sd_families import DEFINITIONS

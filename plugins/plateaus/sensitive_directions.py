@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mi_ideas.idea import Idea, IdeaConfig, IdeaResult, RunContext
+from mi_ideas import Idea, IdeaConfig, IdeaResult, RunContext
 
 Family = Literal["sae_active", "sae_active_minus", "sae_inactive", "sae_dead", "real", "pca", "cov_random",
                  "cov_gauss", "isotropic", "sae_error"]

@@ -23,10 +23,9 @@ __all__ = [
     "pack_rows",
     "lm_loss",
     "to_hooked_transformer",
-    "harvest",
+    "tl_activations",
     "hf_activations",
     "explained_variance",
-    "mean_l0",
 ]
 
 
@@ -109,7 +108,7 @@ def to_hooked_transformer(hf_model, tokenizer=None):
 
 
 @torch.no_grad()
-def harvest(model, rows, hook_names: Sequence[str], batch_size: int = 32,
+def tl_activations(model, rows, hook_names: Sequence[str], batch_size: int = 32,
             drop_first: bool = True) -> dict[str, torch.Tensor]:
     """Activations ``[n_tokens, d]`` at ``hook_names`` of a HookedTransformer, one forward per batch.
 
@@ -179,13 +178,7 @@ def hf_activations(hf_model, rows, hook_names: Sequence[str], batch_size: int = 
 
 
 # the definition the whole project reports (1 - sum ||x - x_hat||^2 / sum ||x - mean||^2)
-from mi_ideas.integrations.sae_lens import explained_variance  # noqa: E402
-
-
-@torch.no_grad()
-def mean_l0(acts: torch.Tensor) -> float:
-    """Mean number of non-zero latents per row."""
-    return float((acts != 0).sum(-1).double().mean())
+from mi_ideas.metrics import explained_variance  # noqa: E402
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """Prompt datasets: the zoo corpus, controlled template families, text files, HF datasets.
 
-A spec is ``PREFIX:REST`` (prefixes registered through ``mi_ideas_register_datasets``):
+A spec is ``PREFIX:REST``; :func:`mi_ideas.host.resolve_dataset` picks the loader by prefix
+(these built-ins, and any a plugin registers through ``mi_ideas_register_datasets``):
 
 | spec | what |
 |---|---|
@@ -56,11 +57,6 @@ class Dataset:
             h.update(b"\0")
         return h.hexdigest()[:16]
 
-    def subset(self, n: int) -> "Dataset":
-        """The first ``n`` texts."""
-        return Dataset(f"{self.spec}[:{n}]", self.texts[:n], self.labels[:n],
-                       self.spans[:n] if self.spans is not None else None, self.description)
-
 
 def _from_labelled(spec: str, items: list[Any], description: str) -> Dataset:
     return Dataset(spec, [it.text for it in items], [dict(it.attrs) for it in items],
@@ -68,7 +64,7 @@ def _from_labelled(spec: str, items: list[Any], description: str) -> Dataset:
 
 
 def _zoo(rest: str, seed: int) -> Dataset:
-    from mi_ideas.zoo import corpus
+    from mi_ideas.data import stories as corpus
 
     name, _, n = rest.partition(":")
     if name != "stories":
@@ -92,7 +88,7 @@ TEMPLATES: dict[str, str] = {
 
 
 def _template(rest: str, seed: int) -> Dataset:
-    from mi_ideas.zoo import corpus
+    from mi_ideas.data import stories as corpus
 
     if rest not in TEMPLATES:
         raise UsageError(
@@ -158,20 +154,3 @@ BUILTIN_DATASETS: dict[str, tuple[Callable[[str, int], Dataset], str]] = {
     "text": (_text, "a text / jsonl file or folder: text:PATH"),
     "hf": (_hf, "a Hugging Face dataset: hf:NAME[:SPLIT] or hf:DIR saved with save_to_disk"),
 }
-
-
-def load_dataset(spec: Any = DEFAULT_DATA, *, seed: int = 0, host: Any = None) -> Dataset:
-    """Resolve a data spec (or pass a Dataset / list of strings through)."""
-    if isinstance(spec, Dataset):
-        return spec
-    if isinstance(spec, (list, tuple)) and all(isinstance(t, str) for t in spec):
-        return Dataset("python:list", list(spec))
-    from mi_ideas.host import get_host
-
-    host = host or get_host()
-    prefix, sep, rest = str(spec).partition(":")
-    registry = host.datasets
-    if not sep or prefix not in registry:
-        known = "; ".join(f"{p}: {r.description}" for p, r in sorted(registry.items()))
-        raise UsageError(f"data spec {spec!r} has no known prefix. Use one of — {known}.")
-    return registry[prefix].loader(rest, seed)

@@ -2,10 +2,10 @@
 
 Usage::
 
-    python -m mi_ideas.zoo.train                  # full run, writes into mi_ideas/zoo/
-    python -m mi_ideas.zoo.train --out DIR        # full run into DIR
-    python -m mi_ideas.zoo.train --smoke          # tiny run (< ~30 s) into a temp dir
-    python -m mi_ideas.zoo.train --smoke --out DIR
+    python -m mi_ideas.zoo.build.train                  # full run, writes into mi_ideas/zoo/
+    python -m mi_ideas.zoo.build.train --out DIR        # full run into DIR
+    python -m mi_ideas.zoo.build.train --smoke          # tiny run (< ~30 s) into a temp dir
+    python -m mi_ideas.zoo.build.train --smoke --out DIR
 
 Everything is seeded and runs on CPU with ``--threads`` (default 1) threads.
 Nothing touches the network: the tokenizer is trained here with ``tokenizers``,
@@ -246,7 +246,7 @@ def _metadata(cfg: TrainConfig, hook_name: str, **extra: Any):
     return SAEMetadata(
         model_name=f"zoo:{MODEL_NAME}", hook_name=hook_name, hook_head_index=None,
         context_size=cfg.lm.n_ctx, prepend_bos=True, model_class_name="HookedTransformer",
-        dataset_path=f"mi_ideas.zoo.corpus:generate_stories(seed={cfg.seed})",
+        dataset_path=f"mi_ideas.data.stories:generate_stories(seed={cfg.seed})",
         seqpos_slice=[1, None], **extra,
     )
 
@@ -399,8 +399,8 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
 
     transformers.logging.set_verbosity_error()
 
-    from . import corpus
-    from .lm import encode_texts, harvest, lm_loss, pack_rows, to_hooked_transformer
+    from mi_ideas.data import stories as corpus
+    from .lm import encode_texts, lm_loss, tl_activations, pack_rows, to_hooked_transformer
     from .ngram import ngram_losses
 
     t_start = time.time()
@@ -450,8 +450,8 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
         sc, tc = cfg.sae, cfg.transcoder
         hooks = [sc.hook_name, tc.hook_name, tc.hook_name_out]
         t0 = time.time()
-        acts = harvest(ht, train_rows[: cfg.harvest_rows], hooks)
-        eval_acts = harvest(ht, heldout_rows[: cfg.dict_eval_rows], hooks)
+        acts = tl_activations(ht, train_rows[: cfg.harvest_rows], hooks)
+        eval_acts = tl_activations(ht, heldout_rows[: cfg.dict_eval_rows], hooks)
         _log(f"harvested {acts[sc.hook_name].shape[0]} train / {eval_acts[sc.hook_name].shape[0]} "
              f"eval tokens in {time.time() - t0:.1f}s")
 
@@ -492,15 +492,15 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
         "smoke": smoke,
         "description": "Embedded default zoo: a GPT-2-architecture model trained on the mi_ideas "
                        "synthetic story corpus, its tokenizer, a TopK SAE and a transcoder trained with SAELens.",
-        "retrain_command": "python -m mi_ideas.zoo.train" + (" --smoke" if smoke else ""),
+        "retrain_command": "python -m mi_ideas.zoo.build.train" + (" --smoke" if smoke else ""),
         "corpus": {
-            "generator": "mi_ideas.zoo.corpus.generate_stories",
+            "generator": "mi_ideas.data.stories.generate_stories",
             "corpus_version": corpus.CORPUS_VERSION,
             "train_seed": cfg.seed, "n_train_stories": cfg.n_train_stories,
             "heldout_seed": cfg.heldout_seed, "n_heldout_stories": cfg.n_heldout_stories,
             "train_rows": int(train_rows.shape[0]), "heldout_rows": int(heldout_rows.shape[0]),
             "packing": "rows of n_ctx tokens: <|endoftext|> story <|endoftext|> story ..., each row starting "
-                       "with a story start (mi_ideas.zoo.lm.pack_rows)",
+                       "with a story start (mi_ideas.zoo.build.lm.pack_rows)",
         },
         "entries": {
             MODEL_NAME: {
@@ -581,7 +581,7 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
                 },
                 "training": {**dataclasses.asdict(tc), "seconds": tc_seconds,
                              "n_train_tokens": cfg.harvest_rows * (cfg.lm.n_ctx - 1),
-                             "trainer": "sae_lens.SAETrainer + mi_ideas.zoo.transcoder.TranscoderTrainingSAE "
+                             "trainer": "sae_lens.SAETrainer + mi_ideas.zoo.build.transcoder.TranscoderTrainingSAE "
                                         "(ReLU + L1, inputs/targets scaled to norm sqrt(d), scaling folded)"},
             },
         },
@@ -601,7 +601,7 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mi_ideas.zoo.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m mi_ideas.zoo.build.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: the installed mi_ideas/zoo, or a temp dir with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny configuration, runs in seconds")

@@ -1,10 +1,12 @@
-"""The plugin host: finds plugins, isolates broken ones, and indexes their ideas.
+"""The plugin manager: finds plugins, isolates broken ones, and indexes what they register.
 
 Plugins are loaded from the entry-point group ``mi_ideas`` one at a time (built-in ideas
 come through the same group), so one that fails to import or register is recorded with
 its traceback and the rest still work. Environment:
 
-- ``MI_IDEAS_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name (also ``--disable-plugin``).
+- ``MI_IDEAS_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name (also
+  ``--disable-plugin``); ``mi-ideas plugins`` lists the names. A name that matches no
+  plugin is a warning, not silence.
 - ``MI_IDEAS_STRICT_PLUGINS=1`` makes any plugin failure fatal (CI uses it).
 - ``MI_IDEAS_TRACE_PLUGINS=1`` prints every hook call to stderr.
 """
@@ -23,7 +25,7 @@ import pluggy
 
 from mi_ideas import hookspecs
 from mi_ideas.errors import HostError, PluginLoadError, UnknownIdeaError
-from mi_ideas.idea import Idea, IdeaConfig, IdeaResult
+from mi_ideas.contract import Idea, IdeaConfig, IdeaResult
 
 ENTRY_POINT_GROUP = "mi_ideas"
 BUILTINS = "mi-ideas-builtins"
@@ -55,12 +57,19 @@ class PluginInfo:
 
 @dataclass(frozen=True)
 class Registered:
-    """One entry of a prefix registry (model back-ends, datasets)."""
+    """One entry of a prefix registry (model back-ends, datasets, dictionary formats).
+
+    ``accepts`` / ``from_object`` (back-ends only, optional): a predicate saying whether the
+    back-end takes a given Python object (a model the user built), and the function that
+    wraps such an object into a subject, ``from_object(obj, remote)``.
+    """
 
     prefix: str
     loader: Any
     description: str
     plugin: str
+    accepts: Any = None
+    from_object: Any = None
 
 
 def _own_version() -> str | None:
@@ -105,7 +114,7 @@ class Host:
         for name in self.disabled:
             self.pm.set_blocked(name)
         self._registries: dict[str, dict[str, Registered]] = {}
-        from mi_ideas import builtins
+        from mi_ideas.host import builtins
 
         # The host's own back-ends and datasets, registered through the same hooks a
         # plugin uses (like llm's default plugins).
@@ -114,6 +123,18 @@ class Host:
         self._register(builtins, builtin_info)
         if load_entrypoints:
             self._load_entrypoints()
+            self._warn_unknown_disabled()
+
+    def _warn_unknown_disabled(self) -> None:
+        unknown = sorted(self.disabled - set(self.plugins))
+        if unknown:
+            known = ", ".join(sorted(n for n in self.plugins if n != BUILTINS)) or "none"
+            print(
+                f"mi-ideas: warning: asked to disable {', '.join(map(repr, unknown))}, but no "
+                f"installed plugin has that entry-point name (installed: {known}); "
+                f"`mi-ideas plugins` lists the names.",
+                file=sys.stderr,
+            )
 
     # -- loading -------------------------------------------------------------------
 
@@ -245,9 +266,9 @@ class Host:
             caller = self.pm.subset_hook_caller(
                 hook_name, remove_plugins=[p for p in self.pm.get_plugins() if p is not plugin])
             try:
-                caller(register=lambda *args, _into=collected: _into.append(args))
-                for args in collected if check else ():
-                    check(*args)
+                caller(register=lambda *args, _into=collected, **kw: _into.append((args, kw)))
+                for args, kw in collected if check else ():
+                    check(*args, **kw)
             except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything
                 if isinstance(exc, KeyboardInterrupt):
                     raise
@@ -264,7 +285,7 @@ class Host:
         for info in self.plugins.values():
             info.ideas = []
         for info, collected in self._per_plugin("mi_ideas_register_ideas", _validate_idea_class):
-            for (idea_cls,) in collected:
+            for (idea_cls,), _ in collected:
                 if idea_cls.name in ideas:
                     raise HostError(
                         f"two plugins register an idea named {idea_cls.name!r}: "
@@ -296,7 +317,7 @@ class Host:
         owner = self._idea_plugin.get(idea_name)
         return self.plugins.get(owner) if owner else None
 
-    # -- prefix registries: model back-ends and datasets --------------------------------
+    # -- prefix registries: model back-ends, datasets, dictionary formats ---------------
 
     @property
     def backends(self) -> dict[str, Registered]:
@@ -308,19 +329,26 @@ class Host:
         """Dataset loaders by spec prefix (``zoo``, ``text``, ``hf``, ``template``, ...)."""
         return self._registry("mi_ideas_register_datasets", "dataset")
 
+    @property
+    def dictionary_formats(self) -> dict[str, Registered]:
+        """Dictionary loaders by spec prefix (``saelens``, ``zoo``, ``sparsify``, ...)."""
+        return self._registry("mi_ideas_register_dictionaries", "dictionary format")
+
     def _registry(self, hook_name: str, what: str) -> dict[str, Registered]:
         if hook_name in self._registries:
             return self._registries[hook_name]
         found: dict[str, Registered] = {}
-        for info, entries in self._per_plugin(hook_name):
-            for prefix, loader, *rest in entries:
+        for info, entries in self._per_plugin(hook_name, _validate_registration):
+            for (prefix, loader, *rest), kw in entries:
                 if prefix in found:
                     raise HostError(
                         f"two plugins register a {what} for the prefix {prefix!r}: "
                         f"{found[prefix].plugin!r} and {info.name!r}. Disable one of them "
                         f"(--disable-plugin NAME) or choose another prefix."
                     )
-                found[prefix] = Registered(prefix, loader, rest[0] if rest else "", info.name)
+                found[prefix] = Registered(prefix, loader, rest[0] if rest else "", info.name,
+                                           accepts=kw.get("accepts"),
+                                           from_object=kw.get("from_object"))
         self._registries[hook_name] = found
         return found
 
@@ -333,6 +361,16 @@ class Host:
         self.pm.hook.mi_ideas_run_finished(run=run, result=result)
 
 
+def _validate_registration(prefix: Any, loader: Any, description: str = "", *,
+                           accepts: Any = None, from_object: Any = None) -> None:
+    if not isinstance(prefix, str) or not prefix or ":" in prefix:
+        raise TypeError(f"registered prefix {prefix!r}: a prefix is a non-empty string without ':'")
+    if not callable(loader):
+        raise TypeError(f"the loader registered for {prefix!r} is not callable")
+    if (accepts is None) != (from_object is None):
+        raise TypeError(f"{prefix!r}: accepts= and from_object= come together (or not at all)")
+
+
 def _validate_idea_class(idea_cls: Any) -> None:
     if not (isinstance(idea_cls, type) and issubclass(idea_cls, Idea)):
         raise TypeError(f"registered {idea_cls!r}, which is not a subclass of mi_ideas.Idea")
@@ -343,6 +381,7 @@ def _validate_idea_class(idea_cls: Any) -> None:
         raise TypeError(f"{idea_cls.__name__}.Config is not a subclass of IdeaConfig")
     if not issubclass(idea_cls.Result, IdeaResult):
         raise TypeError(f"{idea_cls.__name__}.Result is not a subclass of IdeaResult")
+    _check_harvest_needs_data(idea_cls)
     undocumented = [
         n for n, f in idea_cls.Config.model_fields.items() if not f.description or f.is_required()
     ]
@@ -351,6 +390,37 @@ def _validate_idea_class(idea_cls: Any) -> None:
             f"{idea_cls.__name__}.Config fields {undocumented} need a default and a "
             f"description (every config must run as-is and explain itself in `mi-ideas show`)"
         )
+
+
+def _check_harvest_needs_data(idea_cls: Any) -> None:
+    """An idea whose ``run`` calls ``ctx.harvest(...)`` without ``dataset=`` must set
+    ``uses_data``: otherwise it would only fail mid-run, after the model has loaded.
+
+    Read from the source of ``run`` (the common case; a helper elsewhere that calls it is
+    caught at run time with the same message). Source that cannot be read is skipped.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    if idea_cls.uses_data or "run" not in vars(idea_cls):
+        return
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(idea_cls.run)))
+    except (OSError, TypeError, SyntaxError):
+        return
+    args = tree.body[0].args.args if tree.body and hasattr(tree.body[0], "args") else []
+    ctx_name = args[1].arg if len(args) > 1 else "ctx"
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "harvest" and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == ctx_name
+                and not any(k.arg == "dataset" for k in node.keywords)):
+            raise TypeError(
+                f"{idea_cls.__name__}.run calls {ctx_name}.harvest(...) without dataset=, but "
+                f"the idea does not set uses_data = True, so it would get no dataset. Set "
+                f"uses_data = True (the run then takes --data) or pass dataset=... explicitly."
+            )
 
 
 _HOST: Host | None = None

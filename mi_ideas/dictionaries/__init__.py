@@ -1,9 +1,14 @@
 """Sparse dictionaries (SAEs, transcoders) by spec, as SAELens's own objects.
 
+Specs are resolved by :func:`mi_ideas.host.resolve_dictionary`, which picks a loader by
+prefix (these built-ins, and any a plugin registers through
+``mi_ideas_register_dictionaries``):
+
 | spec | loads with |
 |---|---|
 | ``saelens:RELEASE/SAE_ID`` | ``SAE.from_pretrained(RELEASE, SAE_ID)`` (SAELens's registry; needs the Hub) |
 | ``zoo:NAME`` | ``SAE.load_from_disk`` on a dictionary shipped in ``mi_ideas/zoo`` |
+| ``sparsify:DIR`` | an EleutherAI ``sparsify`` checkpoint, as a SAELens object (:mod:`.sparsify`) |
 | a local directory | ``SAE.load_from_disk`` (a directory written by ``sae.save_model``) |
 
 ``SAE.load_from_disk`` picks the class from the saved architecture, so a transcoder comes
@@ -20,47 +25,52 @@ from mi_ideas.errors import UsageError
 from mi_ideas.sites import from_hook_name
 
 
-def load_dictionary(spec: Any, subject: Any = None) -> Any:
-    """Load a dictionary by spec (or pass a SAELens object through) and check it fits."""
-    if not isinstance(spec, (str, Path)):
-        sae = spec
-        label = type(spec).__name__
-    else:
-        sae, label = _load(str(spec)), str(spec)
-    if subject is not None:
-        check_fits(sae, subject, label)
-    return sae
-
-
-def _load(spec: str) -> Any:
+def load_saelens_release(rest: str) -> Any:
+    """``saelens:RELEASE/SAE_ID``: ``SAE.from_pretrained`` from SAELens's registry (Hub)."""
     from sae_lens import SAE
 
-    if spec.startswith("saelens:"):
-        release, sep, sae_id = spec[len("saelens:"):].partition("/")
-        if not sep or not sae_id:
-            raise UsageError(
-                f"dictionary spec {spec!r} should be saelens:RELEASE/SAE_ID, e.g. "
-                f"saelens:gpt2-small-res-jb/blocks.8.hook_resid_pre."
-            )
-        try:
-            return SAE.from_pretrained(release, sae_id)
-        except Exception as exc:  # noqa: BLE001
-            raise UsageError(
-                f"SAELens could not load {release!r} / {sae_id!r}: {type(exc).__name__}: {exc}. "
-                f"Check the release and id in SAELens's pretrained_saes.yaml; offline, only "
-                f"local directories and zoo: dictionaries load."
-            ) from None
-    if spec.startswith("zoo:"):
-        from mi_ideas import zoo
+    release, sep, sae_id = rest.partition("/")
+    if not sep or not release or not sae_id:
+        raise UsageError(
+            f"dictionary spec 'saelens:{rest}' should be saelens:RELEASE/SAE_ID, e.g. "
+            f"saelens:gpt2-small-res-jb/blocks.8.hook_resid_pre."
+        )
+    try:
+        return SAE.from_pretrained(release, sae_id)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(
+            f"SAELens could not load {release!r} / {sae_id!r}: {type(exc).__name__}: {exc}. "
+            f"Check the release and id in SAELens's pretrained_saes.yaml; offline, only "
+            f"local directories, sparsify: checkpoints and zoo: dictionaries load."
+        ) from None
 
-        path = zoo.sae_dir(spec[4:])
-    else:
-        path = Path(spec).expanduser()
+
+def load_zoo_dictionary(rest: str) -> Any:
+    """``zoo:NAME``: a dictionary shipped in ``mi_ideas/zoo`` (a SAELens directory)."""
+    from mi_ideas import zoo
+
+    try:
+        path = zoo.sae_dir(rest)
+    except KeyError:
+        names = [e.name for e in zoo.list_entries() if e.kind != "model"]
+        raise UsageError(
+            f"the zoo has no dictionary named {rest!r}; its dictionaries are "
+            f"{', '.join(names)} (`mi-ideas zoo` lists everything it ships)."
+        ) from None
+    return load_sae_directory(path, spec=f"zoo:{rest}")
+
+
+def load_sae_directory(path: str | Path, spec: str | None = None) -> Any:
+    """A directory written by SAELens's ``save_model`` (``cfg.json`` + weights)."""
+    from sae_lens import SAE
+
+    path = Path(path).expanduser()
+    spec = spec or str(path)
     if not (path / "cfg.json").is_file():
         raise UsageError(
             f"{spec!r} is not a SAELens dictionary directory (no cfg.json in {str(path)!r}). "
-            f"Use saelens:RELEASE/SAE_ID, zoo:NAME (see `mi-ideas zoo`), or a directory "
-            f"written by SAELens's save_model."
+            f"Use saelens:RELEASE/SAE_ID, zoo:NAME (see `mi-ideas zoo`), sparsify:DIR, or a "
+            f"directory written by SAELens's save_model."
         )
     try:
         return SAE.load_from_disk(str(path))
@@ -68,6 +78,14 @@ def _load(spec: str) -> Any:
         raise UsageError(
             f"SAELens could not load the dictionary in {str(path)!r}: {type(exc).__name__}: {exc}."
         ) from None
+
+
+def load_sparsify(rest: str) -> Any:
+    """``sparsify:DIR[/HOOKPOINT]``: an EleutherAI sparsify checkpoint as a SAELens object
+    (see :mod:`mi_ideas.dictionaries.sparsify`)."""
+    from mi_ideas.dictionaries.sparsify import load_sparsify_checkpoint
+
+    return load_sparsify_checkpoint(rest)
 
 
 def hook_name_of(sae: Any) -> str:

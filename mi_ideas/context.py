@@ -1,0 +1,190 @@
+"""What the host hands a running idea: :class:`RunContext` and its :class:`ArtifactStore`."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from mi_ideas.io import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+    from matplotlib.figure import Figure
+
+
+class ArtifactStore:
+    """Writes a run's artifacts (safetensors) and figures (PNG), each atomically."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.saved: dict[str, str] = {}
+        self.figures: dict[str, str] = {}
+
+    def save_tensors(
+        self, name: str, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None
+    ) -> Path:
+        """Save a dict of tensors as ``artifacts/NAME.safetensors``; returns its path."""
+        from safetensors.torch import save_file
+
+        path = self.run_dir / "artifacts" / f"{name}.safetensors"
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+        self.saved[name] = str(path.relative_to(self.run_dir))
+        return path
+
+    def save_json(self, name: str, data: Any) -> Path:
+        """Save JSON-serialisable data as ``artifacts/NAME.json``; returns its path."""
+        import json
+
+        path = self.run_dir / "artifacts" / f"{name}.json"
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
+        self.saved[name] = str(path.relative_to(self.run_dir))
+        return path
+
+    def save_figure(self, name: str, fig: "Figure") -> Path:
+        """Save a matplotlib figure as ``figures/NAME.png`` and close it; returns its path."""
+        import matplotlib.pyplot as plt
+
+        path = self.run_dir / "figures" / f"{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        self.figures[name] = str(path.relative_to(self.run_dir))
+        return path
+
+
+class RunContext:
+    """Everything a run may use, and nothing global.
+
+    ``seed`` and the seeded generators (``generator`` for torch, ``rng`` for numpy),
+    ``progress(...)`` for progress bars, ``artifacts`` for files, ``log(...)`` for
+    messages; for ideas that declare them, ``subject`` (the model, a
+    :class:`mi_ideas.subject.Subject`), ``saes`` (SAELens objects) and ``dataset``
+    (a :class:`mi_ideas.data.Dataset`), and ``harvest(...)``.
+    """
+
+    def __init__(self, *, seed: int, run_dir: Path, quiet: bool = False, subject: Any = None,
+                 saes: list[Any] | None = None, dataset: Any = None):
+        self.seed = seed
+        self.run_dir = Path(run_dir)
+        self.quiet = quiet
+        self.subject = subject
+        self.saes = list(saes or [])
+        self.dataset = dataset
+        self.artifacts = ArtifactStore(self.run_dir)
+        self._generator: torch.Generator | None = None
+        self._rng: np.random.Generator | None = None
+
+    @property
+    def generator(self) -> "torch.Generator":
+        """A torch CPU generator seeded with the run's seed (created on first use)."""
+        if self._generator is None:
+            import torch
+
+            self._generator = torch.Generator().manual_seed(self.seed)
+        return self._generator
+
+    @property
+    def rng(self) -> "np.random.Generator":
+        """A numpy generator seeded with the run's seed (created on first use)."""
+        if self._rng is None:
+            import numpy as np
+
+            self._rng = np.random.default_rng(self.seed)
+        return self._rng
+
+    def progress(self, iterable: Any = None, *, total: int | None = None, desc: str = "") -> Any:
+        """A tqdm progress bar on stderr (silent when the run is quiet)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, disable=self.quiet, leave=False)
+
+    def checkpoint(self, name: str, tensors: dict[str, "torch.Tensor"],
+                   state: dict[str, Any] | None = None) -> None:
+        """Save a resumable state as ``checkpoints/NAME.safetensors`` (atomically).
+
+        ``tensors`` are saved as safetensors, ``state`` (JSON-serialisable: a step count,
+        a loss history) in its metadata. After a crash or Ctrl-C, ``mi-ideas resume
+        RUN_DIR`` runs the idea again in the same directory, where :meth:`restore` returns
+        the latest checkpoint. Nothing is pickled.
+        """
+        import json
+
+        from safetensors.torch import save_file
+
+        path = self.run_dir / "checkpoints" / f"{name}.safetensors"
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"state": json.dumps(state or {})})
+
+    def restore(self, name: str) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]] | None:
+        """The ``(tensors, state)`` last saved by :meth:`checkpoint` under ``name``, or None."""
+        import json
+
+        from safetensors import safe_open
+
+        path = self.run_dir / "checkpoints" / f"{name}.safetensors"
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            state = json.loads((f.metadata() or {}).get("state", "{}"))
+        return tensors, state
+
+    def harvest(self, sites: Any, *, dataset: Any = None, **kwargs: Any) -> Any:
+        """Activations of ``ctx.subject`` at ``sites`` over ``dataset`` (default
+        ``ctx.dataset``), streamed to safetensors shards on disk and cached by the model's
+        and the data's fingerprints, so a second run reuses them.
+
+        Returns a :class:`mi_ideas.harvest.Activations`: ``.load(site)`` gives the whole
+        ``(n_rows, d)`` tensor, ``.iter_batches(site, batch_size)`` streams it, and
+        ``.n_rows`` / ``.sites`` / ``.shards()`` describe it. Rows are token positions
+        (BOS skipped) for ``positions="all"``, one per text for ``"last"``, or those a mask
+        function picks. Keyword arguments go to
+        :func:`mi_ideas.harvest.harvest_to_cache` (``positions``, ``batch_size``,
+        ``budget_mb``, ``max_length``).
+        """
+        from mi_ideas.errors import UsageError
+        from mi_ideas.harvest import harvest_to_cache
+
+        if self.subject is None:
+            raise UsageError("ctx.harvest needs a model: set uses_model = True on the Idea.")
+        data = dataset if dataset is not None else self.dataset
+        if data is None:
+            raise UsageError(
+                "ctx.harvest was called without a dataset in an idea that does not set "
+                "uses_data = True: set uses_data (the run then gets --data) or pass "
+                "dataset=... explicitly."
+            )
+        return harvest_to_cache(self.subject, data, [sites] if isinstance(sites, str) else list(sites),
+                                progress=None if self.quiet else self.progress, **kwargs)
+
+    @contextlib.contextmanager
+    def torch_threads(self, n: int = 1) -> Iterator[None]:
+        """Run a block with ``n`` torch threads, restoring the setting afterwards.
+
+        For tiny models one thread is faster (threads only add overhead) and makes float
+        reductions, hence the numbers, reproducible.
+        """
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def log(self, message: str) -> None:
+        """Print a message for the user (stderr, unless the run is quiet) and append it to
+        the run directory's ``log.txt``, so what a run said is kept with its results."""
+        import sys
+
+        if not self.quiet:
+            print(message, file=sys.stderr)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "log.txt", "a", encoding="utf-8") as f:
+            f.write(message.rstrip("\n") + "\n")

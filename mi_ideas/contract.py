@@ -1,0 +1,152 @@
+"""The idea contract: what a plugin implements (Idea, IdeaConfig, IdeaResult, Provenance).
+
+An idea is a class with a name, a one-line summary, a pydantic ``Config`` and ``Result``,
+and a ``run(ctx, config)`` method::
+
+    class MyIdea(Idea):
+        name = "my-idea"
+        summary = "One line for `mi-ideas list`."
+        size = "short"
+        Config = MyConfig      # subclass of IdeaConfig
+        Result = MyResult      # subclass of IdeaResult
+
+        def run(self, ctx: RunContext, config: MyConfig) -> MyResult: ...
+
+The host hands ``run`` a :class:`mi_ideas.context.RunContext`. Nothing here imports torch:
+``mi-ideas list`` must stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mi_ideas.context import RunContext
+
+Size = Literal["large", "medium", "short", "other"]
+SIZES: tuple[str, ...] = ("large", "medium", "short", "other")
+
+
+class IdeaConfig(BaseModel):
+    """Base class of every idea's config.
+
+    Configs are frozen (never edited after validation) and reject unknown keys, so a
+    misspelt option is an error rather than silently ignored. Every field must have a
+    description and a default that runs on the embedded model.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Provenance(BaseModel):
+    """Where a run's numbers came from; written to ``provenance.json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    idea: str
+    plugin: str | None = Field(None, description="Name of the plugin that registered the idea.")
+    plugin_distribution: str | None = None
+    plugin_version: str | None = None
+    mi_ideas_version: str
+    python: str
+    platform: str
+    packages: dict[str, str] = Field(default_factory=dict, description="Versions of key libraries.")
+    seed: int
+    git_revision: str | None = None
+    command: list[str] = Field(default_factory=list)
+    status: Literal["running", "complete", "failed", "interrupted"] = "running"
+    error: str | None = None
+    started_at: str
+    finished_at: str | None = None
+    wall_time_s: float | None = None
+
+
+class IdeaResult(BaseModel):
+    """Base class of every idea's result.
+
+    ``metrics`` are flat numbers for tables (each with its definition in
+    ``definitions``, as the field expects: explained variance alone is ambiguous);
+    ``details`` hold JSON-serialisable data for plots; tensors never go here but into
+    artifacts (safetensors), listed in ``artifacts`` by name and path relative to the
+    run directory. The host fills ``provenance`` and ``run_dir``.
+    """
+
+    # NaN / inf are legitimate metric values (e.g. no threshold crossing); keep them as
+    # JSON constants so a run reads back exactly.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
+    metrics: dict[str, float] = Field(default_factory=dict, description="Headline numbers, flat.")
+    definitions: dict[str, str] = Field(
+        default_factory=dict, description="Definition of each metric, by metric name."
+    )
+    details: dict[str, Any] = Field(default_factory=dict, description="Data behind the figures.")
+    artifacts: dict[str, str] = Field(
+        default_factory=dict, description="Artifact name -> path relative to the run directory."
+    )
+    figures: dict[str, str] = Field(
+        default_factory=dict, description="Figure name -> PNG path relative to the run directory."
+    )
+    provenance: Provenance | None = None
+    run_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _every_metric_defined(self) -> "IdeaResult":
+        undefined = [k for k in self.metrics if not str(self.definitions.get(k) or "").strip()]
+        if undefined:
+            shown = ", ".join(repr(k) for k in undefined[:5])
+            more = f" and {len(undefined) - 5} more" if len(undefined) > 5 else ""
+            raise ValueError(
+                f"metric(s) {shown}{more} have no definition. Every metric needs one sentence "
+                f"saying exactly what it measures: add it with result.add(name, value, "
+                f"definition), or pass definitions={{name: '...'}} next to metrics."
+            )
+        return self
+
+    def add(self, name: str, value: Any, definition: str) -> None:
+        """Record a metric with its definition (the one way ideas add metrics).
+
+        ``value`` is anything ``float()`` accepts (a 0-d tensor, a numpy scalar); NaN is
+        kept (e.g. "never crossed"). Adding a name twice is an error: each metric is
+        computed once.
+        """
+        if not isinstance(definition, str) or not definition.strip():
+            raise ValueError(f"metric {name!r} needs a non-empty definition.")
+        if name in self.metrics:
+            raise ValueError(f"metric {name!r} was already added to this result.")
+        self.metrics[name] = float(value)
+        self.definitions[name] = definition
+
+
+class Idea:
+    """Base class of an idea. Subclass it and register the subclass from a plugin."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    size: ClassVar[Size] = "other"
+    Config: ClassVar[type[IdeaConfig]] = IdeaConfig
+    Result: ClassVar[type[IdeaResult]] = IdeaResult
+    #: Whether the idea's model calls can run remotely on NDIF.
+    remote: ClassVar[bool] = False
+    #: Whether the idea studies a model (``--model``; ``ctx.subject``) and its default spec.
+    uses_model: ClassVar[bool] = False
+    default_model: ClassVar[str] = "zoo:stories-gpt2"
+    #: Whether the idea uses sparse dictionaries (``--sae``; ``ctx.saes``) and the defaults.
+    uses_saes: ClassVar[bool] = False
+    default_saes: ClassVar[tuple[str, ...]] = ("zoo:stories-gpt2-resid2-topk",)
+    #: Whether the idea reads a dataset (``--data``; ``ctx.dataset``) and its default spec.
+    uses_data: ClassVar[bool] = False
+    default_data: ClassVar[str] = "zoo:stories"
+
+    def run(self, ctx: RunContext, config: Any) -> IdeaResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def description(cls) -> str:
+        """The idea's long description: its docstring."""
+        import inspect
+
+        return inspect.cleandoc(cls.__doc__ or cls.summary)
+
+
