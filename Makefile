@@ -35,6 +35,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/mi-ideas run cis-toy-model
 
 test: $(VENV)/.example
+	$(VENV)/bin/lint-imports
 	MI_IDEAS_STRICT_PLUGINS=1 $(PY) -m pytest -q tests $(EXAMPLE)/tests
 
 clean:

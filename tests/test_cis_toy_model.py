@@ -85,7 +85,7 @@ def test_bernoulli_construction_at_the_reference_size():
     """100 features, 3 active, 4,950 gates, 200 neurons: recall 1 at a few % false positives."""
     import torch
 
-    from mi_ideas_plugins.cis_toy_model import uand
+    from mi_ideas_plugins.cis_toy_model.tasks import uand
 
     cfg = CisConfig(uand_n_features=100, uand_n_neurons=200, uand_eval_samples=2000)
     gen = torch.Generator().manual_seed(0)

@@ -111,6 +111,69 @@ def test_hook_mi_ideas_register_datasets(register_plugin, mi_ideas_host):
     assert mi_ideas_host.datasets["numbers"].description == "counting"
 
 
+def test_hook_mi_ideas_register_dictionaries(register_plugin, mi_ideas_host, tmp_path):
+    from sae_lens import SAE
+
+    from mi_ideas import load_dictionary
+    from mi_ideas.dictionaries import site_of
+
+    zoo_sae = load_dictionary("zoo:stories-gpt2-resid2-topk")
+    seen = []
+
+    class P:
+        @hookimpl
+        def mi_ideas_register_dictionaries(self, register):
+            def loader(rest):
+                seen.append(rest)
+                return zoo_sae
+            register("lab", loader, "my lab's format")
+
+    register_plugin(P(), name="lab-dicts")
+    sae = load_dictionary("lab:some/where")
+    assert sae is zoo_sae and isinstance(sae, SAE) and seen == ["some/where"]
+    assert site_of(sae) == "resid_pre.2"
+    assert mi_ideas_host.dictionary_formats["lab"].plugin == "lab-dicts"
+    assert {"saelens", "zoo", "sparsify"} <= set(mi_ideas_host.dictionary_formats)
+
+
+def test_a_plugin_backend_can_take_python_objects(register_plugin, mi_ideas_host):
+    from mi_ideas import load_subject
+    from mi_ideas.errors import UsageError
+    from mi_ideas.subject import Subject
+
+    class MyModel:
+        pass
+
+    class Fake(Subject):
+        backend = "fake"
+
+    class P:
+        @hookimpl
+        def mi_ideas_register_backends(self, register):
+            register("mine", lambda rest, remote: None, "objects of my own model class",
+                     accepts=lambda obj: isinstance(obj, MyModel),
+                     from_object=lambda obj, remote: Fake(spec="mine:obj", tokenizer=None,
+                                                          n_layers=1, d_model=2, d_vocab=3))
+
+    register_plugin(P(), name="mine")
+    assert load_subject(MyModel()).spec == "mine:obj"
+    with pytest.raises(UsageError, match="cannot use a builtins.object as a model"):
+        load_subject(object())
+
+
+def test_accepts_without_from_object_is_refused(register_plugin, mi_ideas_host):
+    class P:
+        @hookimpl
+        def mi_ideas_register_backends(self, register):
+            register("half", lambda rest, remote: None, "half a registration",
+                     accepts=lambda obj: True)
+
+    mi_ideas_host.strict = False
+    info = register_plugin(P(), name="half")
+    assert "hf" in mi_ideas_host.backends and "half" not in mi_ideas_host.backends
+    assert info.status == "failed" and "from_object" in info.error
+
+
 def test_a_prefix_registered_twice_names_both_plugins(register_plugin, mi_ideas_host):
     from mi_ideas.errors import HostError
 

@@ -158,3 +158,11 @@ def test_trace_prints_hook_calls(monkeypatch, capsys):
 def test_unknown_idea_suggests_close_names():
     with pytest.raises(UnknownIdeaError, match="Did you mean 'cis-toy-model'"):
         Host().get_idea("cis-toy")
+
+
+def test_disabling_an_unknown_plugin_name_is_a_warning(monkeypatch, capsys):
+    monkeypatch.setenv("MI_IDEAS_DISABLE_PLUGINS", "no-such-plugin")
+    host = Host()
+    err = capsys.readouterr().err
+    assert "'no-such-plugin'" in err and "no installed plugin" in err and "plateaus" in err
+    assert "cis-toy-model" in host.ideas  # nothing else changed

@@ -144,3 +144,45 @@ def test_a_crashed_run_resumes_from_its_checkpoint(toy_host, tmp_path, capsys):
     # a complete run cannot be resumed
     assert main(["resume", str(run_dir)]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_the_run_hash_covers_model_and_data_specs(toy_host, ndif_model_dir, tmp_path):
+    import mi_ideas
+
+    model = f"hf:{ndif_model_dir}"
+    a = mi_ideas.run("toy-probe", model=model, out=tmp_path, quiet=True, seed=1)
+    b = mi_ideas.run("toy-probe", model=model, out=tmp_path, quiet=True, seed=1)
+    c = mi_ideas.run("toy-probe", model=model, data="template:furniture_grid", out=tmp_path,
+                     quiet=True, seed=1)
+    suffix = [Path(r.run_dir).name.split("-", 1)[1] for r in (a, b, c)]
+    assert suffix[0] == suffix[1].split("-")[0]  # same inputs, same hash (b may add -1)
+    assert suffix[2].split("-")[0] != suffix[0].split("-")[0]  # other data, other hash
+
+
+def test_resume_takes_the_same_input_flags_as_run(toy_host, ndif_model_dir, tmp_path):
+    import json
+
+    import mi_ideas
+    from mi_ideas.cli import main
+
+    model = f"hf:{ndif_model_dir}"
+    first = mi_ideas.run("toy-probe", model=model, out=tmp_path, quiet=True)
+    run_dir = Path(first.run_dir)
+    # pretend it crashed, then resume it on other data
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    prov["status"] = "failed"
+    (run_dir / "provenance.json").write_text(json.dumps(prov))
+    assert main(["resume", str(run_dir), "-q", "--model", model,
+                 "--data", "template:furniture_grid"]) == 0
+    record = load_run(run_dir)
+    assert record.provenance.status == "complete"
+    assert record.provenance.model_dump()["data"]["spec"] == "template:furniture_grid"
+
+
+def test_resume_help_lists_sae_and_data(capsys):
+    from mi_ideas.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["resume", "--help"])
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--model", "--sae", "--data", "--remote"))

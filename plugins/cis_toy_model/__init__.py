@@ -1,6 +1,8 @@
 """Built-in idea plugin ``cis-toy-model``: toy models of computation in superposition.
 
-Importing this package stays cheap (no torch); the experiment modules are imported by
+Layout: ``idea.py`` (the Idea class), ``config.py``, ``result.py``, ``figures.py``
+(matplotlib) and ``tasks/`` (one module per toy model, plus ``tasks/common.py``).
+Importing this package stays cheap (no torch); the task modules are imported by
 ``CisToyModel.run``.
 """
 

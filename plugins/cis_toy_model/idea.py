@@ -45,14 +45,10 @@ class CisToyModel(Idea):
     remote = False
 
     def run(self, ctx: RunContext, config: CisConfig) -> CisResult:
-        if config.task == "u-and":
-            from .uand import run as task_run
-        elif config.task == "compressed-computation":
-            from .compressed import run as task_run
-        else:
-            from .tms import run as task_run
+        from .tasks import run_task
+
         with ctx.torch_threads(1):
-            result = task_run(ctx, config)
+            result = run_task(ctx, config)
         result.artifacts.update(ctx.artifacts.saved)
         result.figures.update(ctx.artifacts.figures)
         return result

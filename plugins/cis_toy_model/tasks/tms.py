@@ -17,9 +17,9 @@ import math
 
 import torch
 
+from ..config import CisConfig
+from ..result import CisResult, make_result
 from .common import child_seed, train_adam
-from .config import CisConfig
-from .result import CisResult
 
 DEFINITIONS = {
     "loss": "Importance-weighted reconstruction MSE of the reported (lowest-loss) "
@@ -101,7 +101,7 @@ def angular_gaps(w: torch.Tensor) -> torch.Tensor:
 
 
 def run(ctx, cfg: CisConfig) -> CisResult:
-    from . import figures
+    from .. import figures
 
     gen = ctx.generator
     init_seed, data_seed = child_seed(gen), child_seed(gen)
@@ -148,4 +148,4 @@ def run(ctx, cfg: CisConfig) -> CisResult:
     ctx.artifacts.save_figure("tms_columns", figures.tms_columns(best, metrics, cfg))
     defs = {k: DEFINITIONS[k.removeprefix("dense_")] + (" Dense control (p = 1)."
             if k.startswith("dense_") else "") for k in metrics}
-    return CisResult(task="tms", metrics=metrics, definitions=defs, details=details)
+    return make_result("tms", metrics, defs, details)

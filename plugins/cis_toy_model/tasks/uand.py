@@ -23,9 +23,9 @@ from math import comb
 
 import torch
 
+from ..config import CisConfig
+from ..result import CisResult, make_result
 from .common import child_seed, nan_to_none, train_adam, uniform_init
-from .config import CisConfig
-from .result import CisResult
 
 DEFINITIONS = {
     "n_gates": "Number of AND gates (feature pairs) the models must compute.",
@@ -186,7 +186,7 @@ def construction(cfg: CisConfig, gates: torch.Tensor, gen: torch.Generator):
 
 
 def run(ctx, cfg: CisConfig) -> CisResult:
-    from . import figures
+    from .. import figures
 
     gen = ctx.generator
     gates = choose_gates(cfg.uand_n_features, cfg.uand_n_gates, gen)
@@ -249,5 +249,4 @@ def run(ctx, cfg: CisConfig) -> CisResult:
     })
     art.save_figure("uand_per_gate", figures.uand_per_gate(per_gate, metrics, cfg))
 
-    return CisResult(task="u-and", metrics=metrics,
-                     definitions={k: DEFINITIONS[k] for k in metrics}, details=details)
+    return make_result("u-and", metrics, DEFINITIONS, details)

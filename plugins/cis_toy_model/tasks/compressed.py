@@ -27,9 +27,9 @@ import math
 
 import torch
 
+from ..config import CisConfig
+from ..result import CisResult, make_result
 from .common import child_seed, train_adam
-from .config import CisConfig
-from .result import CisResult
 
 DEFINITIONS = {
     "mse_clean": "Trained model, clean labels (sigma = 0): mean over held-out samples and "
@@ -118,7 +118,7 @@ def subspace_fraction(w_in_eff: torch.Tensor, m_hat: torch.Tensor, h: int) -> fl
 
 
 def run(ctx, cfg: CisConfig) -> CisResult:
-    from . import figures
+    from .. import figures
 
     gen = ctx.generator
     n, h, p = cfg.cc_n_features, cfg.cc_n_neurons, cfg.cc_feature_prob
@@ -165,5 +165,4 @@ def run(ctx, cfg: CisConfig) -> CisResult:
         "naive_features": list(range(h)),
     })
     ctx.artifacts.save_figure("cc_per_feature_mse", figures.cc_per_feature(per_feature, metrics, cfg))
-    return CisResult(task="compressed-computation", metrics=metrics,
-                     definitions={k: DEFINITIONS[k] for k in metrics}, details=details)
+    return make_result("compressed-computation", metrics, DEFINITIONS, details)
