@@ -17,6 +17,11 @@ CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML, TOML or JSON config file into a dict."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"--config {str(path)!r} is a directory; give a config file inside it "
+            f"({', '.join(CONFIG_SUFFIXES)})."
+        )
     if path.suffix.lower() not in CONFIG_SUFFIXES:
         raise ConfigError(
             f"config file {str(path)!r} has suffix {path.suffix!r}; use one of "
@@ -26,6 +31,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist; check the path.") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {exc.start} is "
+            f"{exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8 and run again."
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}.") from None
     try:

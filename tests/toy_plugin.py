@@ -104,6 +104,7 @@ class Probe(Idea):
 class StepsConfig(IdeaConfig):
     n_steps: int = Field(5, ge=1, description="Steps of the long computation.")
     crash_at: int = Field(-1, description="Raise at this step unless resumed past it.")
+    sleep_s: float = Field(0.0, ge=0, description="Seconds to sleep after each step (fault tests).")
 
 
 class Steps(Idea):
@@ -127,6 +128,10 @@ class Steps(Idea):
             total = total + step
             ran.append(step)
             ctx.checkpoint("progress", {"total": total}, {"next_step": step + 1})
+            if config.sleep_s:
+                import time
+
+                time.sleep(config.sleep_s)
         result = IdeaResult(details={"ran": ran})
         result.add("total", total, "sum of the step indices run, across attempts")
         return result

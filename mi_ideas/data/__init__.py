@@ -107,7 +107,17 @@ def _text(rest: str, seed: int) -> Dataset:
     files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl")) if path.is_dir() else [path]
     texts: list[str] = []
     for f in files:
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+        try:
+            content = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"text dataset file {str(f)!r} is not UTF-8 (byte {exc.start} is "
+                f"{exc.object[exc.start:exc.start + 1]!r}); convert it to UTF-8 (e.g. "
+                f"`iconv -f latin1 -t utf-8`) and run again."
+            ) from None
+        except OSError as exc:
+            raise UsageError(f"cannot read text dataset file {str(f)!r}: {exc.strerror}.") from None
+        for i, line in enumerate(content.splitlines()):
             if not line.strip():
                 continue
             if f.suffix == ".jsonl":

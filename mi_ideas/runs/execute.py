@@ -13,6 +13,7 @@ from mi_ideas.context import RunContext
 from mi_ideas.contract import IdeaConfig, IdeaResult, Provenance
 from mi_ideas.errors import MiIdeasError, RunError, UsageError
 from mi_ideas.runs.inputs import RunInputs, resolve_inputs
+from mi_ideas.runs.lock import writer_lock
 from mi_ideas.runs.layout import (
     git_revision, mi_ideas_version, package_versions, utc_now, write_json,
     write_provenance, default_runs_dir, new_run_dir,
@@ -89,9 +90,10 @@ def execute(
         **inputs.provenance(),
     )
     record = RunRecord(idea=idea_name, config=config, seed=seed, path=path, provenance=provenance)
-    write_json(path / "config.json", config.model_dump(mode="json"))
-    write_provenance(record)
-    return _run_in(record, idea_cls, inputs, host, quiet)
+    with writer_lock(path):
+        write_json(path / "config.json", config.model_dump(mode="json"))
+        write_provenance(record)
+        return _run_in(record, idea_cls, inputs, host, quiet)
 
 
 def resume(run_dir: str | Path, *, host: Any = None, quiet: bool = False,
@@ -107,6 +109,12 @@ def resume(run_dir: str | Path, *, host: Any = None, quiet: bool = False,
     from mi_ideas.host import get_host
 
     host = host or get_host()
+    with writer_lock(run_dir):
+        return _resume_locked(run_dir, host, quiet, command, model, saes, data, remote)
+
+
+def _resume_locked(run_dir: str | Path, host: Any, quiet: bool, command: list[str] | None,
+                   model: Any, saes: Any, data: Any, remote: Any) -> RunRecord:
     old = load_run(run_dir, host=host)
     if old.provenance.status == "complete":
         raise UsageError(
@@ -128,6 +136,8 @@ def resume(run_dir: str | Path, *, host: Any = None, quiet: bool = False,
     )
     attempt = {k: prov.get(k) for k in ("started_at", "finished_at", "status", "error",
                                         "wall_time_s")}
+    if attempt["status"] == "running":  # its writer died without a word (we hold the lock)
+        attempt.update(status="stale", error="the process writing the run died (e.g. kill -9)")
     provenance = old.provenance.model_copy(update={
         "attempts": [*(prov.get("attempts") or []), attempt],
         "status": "running", "error": None, "finished_at": None, "wall_time_s": None,

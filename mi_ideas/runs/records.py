@@ -22,6 +22,14 @@ class RunRecord:
     provenance: Provenance
     result: IdeaResult | None = None
 
+    @property
+    def status(self) -> str:
+        """The run's status as a reader should see it: provenance's, except ``stale`` for a
+        run that says ``running`` but whose writing process is gone (killed, crashed)."""
+        from mi_ideas.runs.lock import shown_status
+
+        return shown_status(self.path, self.provenance.status)
+
     def load_artifact(self, name: str) -> dict[str, Any]:
         """Read an artifact back: a dict of tensors (safetensors) or JSON data."""
         rel = (self.result.artifacts if self.result else {}).get(name)
@@ -31,10 +39,17 @@ class RunRecord:
         for path in candidates:
             if path.is_file():
                 if path.suffix == ".json":
-                    return json.loads(path.read_text(encoding="utf-8"))
+                    return read_run_file(path, lambda data: data)
+                from safetensors import SafetensorError
                 from safetensors.torch import load_file
 
-                return load_file(str(path))
+                try:
+                    return load_file(str(path))
+                except (SafetensorError, OSError) as exc:
+                    raise UsageError(
+                        f"the artifact {str(path)!r} is corrupt or truncated ({exc}); it "
+                        f"cannot be read as safetensors. Re-run the idea to recreate it."
+                    ) from None
         raise UsageError(
             f"run {str(self.path)!r} has no artifact named {name!r}; it has "
             f"{sorted(self.result.artifacts) if self.result else []}."
@@ -52,18 +67,54 @@ def load_run(path: str | Path, host: Any = None) -> RunRecord:
             f"{str(path)!r} is not a run directory (no provenance.json); run directories "
             f"look like runs/<idea>/<timestamp>-<hash>/."
         )
-    provenance = Provenance.model_validate_json(prov_path.read_text(encoding="utf-8"))
+    provenance = read_run_file(prov_path, Provenance.model_validate)
     host = host or get_host()
     idea_cls = host.get_idea(provenance.idea)
-    config = idea_cls.Config.model_validate_json((path / "config.json").read_text(encoding="utf-8"))
+    config = read_run_file(path / "config.json", idea_cls.Config.model_validate)
     result = None
     result_path = path / "result.json"
     if result_path.is_file():
-        data = json.loads(result_path.read_text(encoding="utf-8"))
-        data["provenance"] = provenance.model_dump(mode="json")
-        data["run_dir"] = str(path)  # the directory may have moved since the run
-        result = idea_cls.Result.model_validate(data)
+        def with_run(data: Any) -> Any:
+            if isinstance(data, dict):
+                data["provenance"] = provenance.model_dump(mode="json")
+                data["run_dir"] = str(path)  # the directory may have moved since the run
+            return idea_cls.Result.model_validate(data)
+
+        result = read_run_file(result_path, with_run)
     return RunRecord(
         idea=provenance.idea, config=config, seed=provenance.seed, path=path,
         provenance=provenance, result=result,
     )
+
+
+def read_run_file(path: Path, validate: Any = None) -> Any:
+    """Read a run file as JSON and validate it; a missing or corrupt file is a clear error
+    naming the file and what is wrong with it (never a raw JSON / pydantic traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"the run file {str(path)!r} is missing, so the run cannot be read back. The run "
+            f"directory is incomplete; start a new run."
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"the run file {str(path)!r} is corrupt (not valid JSON: {exc}). It was changed "
+            f"or truncated after the run wrote it (run files are written atomically); restore "
+            f"it from a copy or start a new run."
+        ) from None
+    if validate is None:
+        return data
+    try:
+        return validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()[:3])
+        raise UsageError(
+            f"the run file {str(path)!r} does not hold what mi-ideas expects ({problems}). "
+            f"It was edited, or written by an incompatible version of the idea; restore it "
+            f"or start a new run."
+        ) from None
