@@ -17,14 +17,14 @@ from typing import Any
 
 from mi_ideas.errors import ConfigError, MiIdeasError, RunError, UsageError
 from mi_ideas.hookspecs import hookimpl
-from mi_ideas.contract import Idea, IdeaConfig, IdeaResult, Provenance
+from mi_ideas.contract import Idea, IdeaConfig, IdeaResult, MemoryItem, Provenance
 from mi_ideas.context import RunContext
 from mi_ideas.runs.records import RunRecord, load_run
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "Idea", "IdeaConfig", "IdeaResult", "MiIdeasError", "Provenance",
+    "ConfigError", "Idea", "IdeaConfig", "IdeaResult", "MemoryItem", "MiIdeasError", "Provenance",
     "RunContext", "RunError", "RunRecord", "UsageError", "hookimpl", "list_ideas",
     "load_dataset", "load_dictionary", "load_run", "load_subject", "run",
 ]
@@ -43,6 +43,7 @@ def run(
     saes: Any = None,
     data: Any = None,
     remote: Any = None,
+    memory_budget: Any = None,
     **values: Any,
 ) -> IdeaResult:
     """Run an idea and return its result (the idea's own pydantic ``Result``).
@@ -53,7 +54,8 @@ def run(
     ``model`` is a spec (``"zoo:stories-gpt2"``, ``"hf:gpt2"``, ``"tl:gpt2"``) or your own
     nnsight / TransformerLens / Hugging Face model object; ``saes`` a list of specs or
     SAELens objects; ``data`` a spec or a list of strings; ``remote`` ``"local"``,
-    ``"ndif"`` or a URL.
+    ``"ndif"`` or a URL; ``memory_budget`` (``"8GB"``, bytes) caps the idea's estimated
+    peak memory (default: ``$MI_IDEAS_MEMORY_BUDGET`` or half the machine's RAM).
     """
     from mi_ideas.runs.execute import execute
 
@@ -62,7 +64,8 @@ def run(
         base = config.model_dump() if isinstance(config, IdeaConfig) else (config or {})
         merged = {**base, **values}
     record = execute(idea, config=merged, file=config_file, seed=seed, out=out, host=host,
-                     quiet=quiet, command=[], model=model, saes=saes, data=data, remote=remote)
+                     quiet=quiet, command=[], model=model, saes=saes, data=data, remote=remote,
+                     memory_budget=memory_budget)
     assert record.result is not None
     return record.result
 

@@ -155,6 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         saes=args.sae,
         data=args.data,
         remote=args.remote,
+        memory_budget=args.memory_budget,
     )
     print_metrics(record.result)
     print(f"\nrun directory: {record.path}")
@@ -166,7 +167,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     record = resume(args.run_dir, host=_host(args), quiet=args.quiet,
                     command=["mi-ideas", *sys.argv[1:]], model=args.model, saes=args.sae,
-                    data=args.data, remote=args.remote)
+                    data=args.data, remote=args.remote, memory_budget=args.memory_budget)
     print_metrics(record.result)
     print(f"\nrun directory: {record.path}")
     return 0
@@ -292,6 +293,9 @@ def _input_flags(p: argparse.ArgumentParser, resume: bool = False) -> None:
                    help="dataset: zoo:stories[:N], template:FAMILY, text:PATH, hf:NAME[:SPLIT]" + again)
     p.add_argument("--remote", metavar="WHERE",
                    help="run model calls remotely: local (nnsight's rehearsal), ndif, or a URL" + again)
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="refuse a config whose estimated peak memory is over SIZE (8GB, 512MiB; "
+                        "default $MI_IDEAS_MEMORY_BUDGET or half the machine's RAM)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,10 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("remote", parents=[common], help="NDIF: is it reachable, is a model served")
-    p.add_argument("action", choices=["status"])
-    p.add_argument("model", nargs="?", help="a repo id (or a local directory on a self-hosted server)")
-    p.add_argument("--url", help="a self-hosted NDIF server (default: nnsight's configured host)")
-    p.set_defaults(func=cmd_remote)
+    remote_sub = p.add_subparsers(dest="action", metavar="ACTION")
+    remote_sub.required = True
+    # Its own sub-parser, so MODEL and --remote / --url may come in any order.
+    q = remote_sub.add_parser("status", parents=[common], help="is the server up; is MODEL served")
+    q.add_argument("model", nargs="?", help="a repo id (or a local directory on a self-hosted server)")
+    q.add_argument("--remote", "--url", dest="url", metavar="WHERE",
+                   help="ndif (nnsight's configured host, the default) or the URL of a "
+                        "self-hosted NDIF server; the same flag as `run --remote`")
+    q.set_defaults(func=cmd_remote)
 
     p = sub.add_parser("cache", parents=[common], help="harvested-activation cache")
     p.add_argument("action", choices=["ls", "clear"])

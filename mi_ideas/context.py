@@ -96,6 +96,23 @@ class RunContext:
             self._rng = np.random.default_rng(self.seed)
         return self._rng
 
+    def generator_for(self, name: str) -> "torch.Generator":
+        """A torch generator for one sub-experiment, seeded from the run's seed and ``name``.
+
+        Give each independent part of an idea its own (``ctx.generator_for("reinit-control")``)
+        so skipping or adding one part never changes the random draws of another (e.g. a
+        control that only runs locally must not shift what a remote run draws next).
+        """
+        import torch
+
+        return torch.Generator().manual_seed(derived_seed(self.seed, name))
+
+    def rng_for(self, name: str) -> "np.random.Generator":
+        """A numpy generator for one sub-experiment (see :meth:`generator_for`)."""
+        import numpy as np
+
+        return np.random.default_rng(derived_seed(self.seed, name))
+
     def progress(self, iterable: Any = None, *, total: int | None = None, desc: str = "") -> Any:
         """A tqdm progress bar on stderr (silent when the run is quiet)."""
         from tqdm.auto import tqdm
@@ -188,3 +205,12 @@ class RunContext:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "log.txt", "a", encoding="utf-8") as f:
             f.write(message.rstrip("\n") + "\n")
+
+
+def derived_seed(seed: int, name: str) -> int:
+    """A 63-bit seed from a run seed and a sub-experiment name (sha256; stable across
+    processes and Python versions, unlike ``hash``)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)

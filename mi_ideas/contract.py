@@ -18,6 +18,7 @@ The host hands ``run`` a :class:`mi_ideas.context.RunContext`. Nothing here impo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -119,6 +120,16 @@ class IdeaResult(BaseModel):
         self.definitions[name] = definition
 
 
+@dataclass(frozen=True)
+class MemoryItem:
+    """One large allocation an idea will make: what it is, its size, and the config fields
+    that scale it (named in the error when a config is over the memory budget)."""
+
+    what: str
+    bytes: int
+    fields: tuple[str, ...] = ()
+
+
 class Idea:
     """Base class of an idea. Subclass it and register the subclass from a plugin."""
 
@@ -141,6 +152,16 @@ class Idea:
 
     def run(self, ctx: RunContext, config: Any) -> IdeaResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def estimate_memory(cls, config: Any, subject: Any = None) -> list[MemoryItem] | None:
+        """The large tensors a run of ``config`` will hold at its peak, before it allocates
+        anything: a list of :class:`MemoryItem` (sizes from the config and, for ideas that
+        study a model, ``subject.d_model`` / ``n_layers`` / ``d_vocab``). The host refuses a
+        config whose total exceeds the memory budget (``--memory-budget``), with these
+        items in the message. ``None`` means no estimate (the run is not checked).
+        """
+        return None
 
     @classmethod
     def description(cls) -> str:

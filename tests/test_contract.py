@@ -78,3 +78,17 @@ def test_harvest_with_an_explicit_dataset_or_uses_data_registers(mi_ideas_host):
     assert _register(mi_ideas_host, Explicit).status == "loaded"
     assert _register(mi_ideas_host, Declared).status == "loaded"
     assert {"explicit-data", "declared-data"} <= set(mi_ideas_host.ideas)
+
+
+def test_sub_experiment_generators_are_independent_of_each_other(tmp_path):
+    import torch
+
+    from mi_ideas.context import RunContext
+
+    a, b = RunContext(seed=3, run_dir=tmp_path), RunContext(seed=3, run_dir=tmp_path)
+    torch.rand(5, generator=a.generator_for("control"))  # a draws for a part b skips
+    assert torch.equal(torch.rand(4, generator=a.generator_for("main")),
+                       torch.rand(4, generator=b.generator_for("main")))
+    assert not torch.equal(torch.rand(4, generator=a.generator_for("main")),
+                           torch.rand(4, generator=a.generator_for("other")))
+    assert RunContext(seed=4, run_dir=tmp_path).rng_for("main").random() != b.rng_for("main").random()

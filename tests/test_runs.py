@@ -186,3 +186,15 @@ def test_resume_help_lists_sae_and_data(capsys):
         main(["resume", "--help"])
     out = capsys.readouterr().out
     assert all(flag in out for flag in ("--model", "--sae", "--data", "--remote"))
+
+
+def test_a_config_over_the_memory_budget_is_refused_before_anything_is_written(toy_host, tmp_path):
+    from mi_ideas.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"need about 3\.8 MiB.*budget of 1\.0 MiB.*Lower n"):
+        mi_ideas.run("toy-echo", n=1_000_000, memory_budget="1MiB", out=tmp_path, quiet=True)
+    assert not (tmp_path / "toy-echo").exists()
+    ok = mi_ideas.run("toy-echo", n=1000, memory_budget="1MiB", out=tmp_path, quiet=True)
+    assert ok.provenance.model_dump()["memory_estimate_bytes"] == 4000
+    with pytest.raises(UsageError, match="not a size"):
+        mi_ideas.run("toy-echo", memory_budget="lots", out=tmp_path, quiet=True)

@@ -5,6 +5,7 @@ NDIF server."""
 from __future__ import annotations
 
 import random
+import warnings
 
 import pytest
 import torch
@@ -13,8 +14,10 @@ from mi_ideas.data import Dataset
 from mi_ideas.errors import UsageError
 from mi_ideas.integrations.sae_lens import (
     DEFAULT_IDEAS,
+    DEFAULT_METRICS,
     METRICS,
     ActivationProvider,
+    Evaluator,
     KMeansBaseline,
     activation_provider,
     evaluator,
@@ -179,6 +182,30 @@ def test_unknown_metric_is_a_clear_error():
         evaluator(subject="hf:/nowhere", dataset=["a b"])(transcoder)
 
 
+def test_ideas_is_the_deprecated_name_of_metrics():
+    kw = dict(subject="hf:/nowhere", dataset=["a b"])  # nothing is loaded before a call
+    with pytest.warns(DeprecationWarning, match="use metrics=") as caught:
+        ev = evaluator(ideas=["sparsity", "explained-variance"], **kw)
+    assert ev.metrics == ["sparsity", "explained-variance"]
+    assert caught[0].filename == __file__  # the warning points at the caller
+    with pytest.warns(DeprecationWarning, match="use metrics="):
+        assert Evaluator(ideas="sparsity", **kw).metrics == ["sparsity"]
+    with pytest.warns(DeprecationWarning, match="Evaluator.metrics"):
+        assert ev.ideas == ev.metrics
+    # the old name still checks the names, and passing both names is refused
+    with pytest.warns(DeprecationWarning), pytest.raises(UsageError, match="'nope'"):
+        evaluator(ideas=["nope"], **kw)
+    with pytest.raises(UsageError, match="both metrics=... and ideas=..."):
+        evaluator(metrics=["sparsity"], ideas=["sparsity"], **kw)
+    with pytest.raises(UsageError, match="both metrics=... and ideas=..."):
+        Evaluator(["sparsity"], ideas=["sparsity"], **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert evaluator(metrics="sparsity", **kw).metrics == ["sparsity"]
+        assert Evaluator(**kw).metrics == list(DEFAULT_METRICS)
+    assert DEFAULT_IDEAS == DEFAULT_METRICS
+
+
 # -- training with SAELens's own trainer ---------------------------------------------------
 
 
@@ -223,7 +250,7 @@ def test_train_a_topk_sae_locally_with_the_evaluator(local, monkeypatch, cache_d
     # the trainer called the evaluator every 10 * 5 steps and logged its metrics
     assert [s for s, _ in evals] == [49, 99, 149, 199, 249, 299]
     last = evals[-1][1]
-    assert set(last) >= {"mi_ideas/" + k for n in DEFAULT_IDEAS for k in METRICS[n].keys}
+    assert set(last) >= {"mi_ideas/" + k for n in DEFAULT_METRICS for k in METRICS[n].keys}
     assert prov.epochs > 2  # SAETrainer pulled more than the harvest: the provider looped
     ev0, ev1 = before["mi_ideas/explained_variance"], last["mi_ideas/explained_variance"]
     assert ev0 < 0 and ev1 > 0.5  # the SAE learned
@@ -263,8 +290,9 @@ def test_registered_metrics_slot_in(local):
         return {"mean_norm": ctx.x_hat.norm(dim=-1).mean(), "calls": ctx.state["calls"]}
 
     try:
-        ev = evaluator(["test-mean-norm", "sparsity"], subject=local, dataset=HELD_OUT,
-                       site=SITE, n_eval_tokens=100, max_length=MAX_LEN, prefix="x/")
+        ev = evaluator(metrics=["test-mean-norm", "sparsity"], subject=local,
+                       dataset=HELD_OUT, site=SITE, n_eval_tokens=100, max_length=MAX_LEN,
+                       prefix="x/")
         sae = _sae(local.d_model)
         out = ev(sae)
         assert set(out) == {"x/mean_norm", "x/calls", "x/l0", "x/dead_latents_fraction"}

@@ -24,6 +24,12 @@ class Echo(Idea):
     Config = EchoConfig
     Result = IdeaResult
 
+    @classmethod
+    def estimate_memory(cls, config: EchoConfig, subject=None):
+        from mi_ideas import MemoryItem
+
+        return [MemoryItem("the draws (float32)", 4 * config.n, ("n",))]
+
     def run(self, ctx: RunContext, config: EchoConfig) -> IdeaResult:
         import matplotlib
 

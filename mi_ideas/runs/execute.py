@@ -14,6 +14,7 @@ from mi_ideas.contract import IdeaConfig, IdeaResult, Provenance
 from mi_ideas.errors import MiIdeasError, RunError, UsageError
 from mi_ideas.runs.inputs import RunInputs, resolve_inputs
 from mi_ideas.runs.lock import writer_lock
+from mi_ideas.runs.memory import check_memory
 from mi_ideas.runs.layout import (
     git_revision, mi_ideas_version, package_versions, utc_now, write_json,
     write_provenance, default_runs_dir, new_run_dir,
@@ -36,6 +37,7 @@ def execute(
     saes: Any = None,
     data: Any = None,
     remote: Any = None,
+    memory_budget: Any = None,
 ) -> RunRecord:
     """Validate a config, run an idea into a new run directory, and return the record.
 
@@ -68,6 +70,7 @@ def execute(
     # spec is a usage error that writes nothing.
     inputs = resolve_inputs(idea_cls, host, model=model, saes=saes, data=data,
                             remote=remote, seed=seed)
+    estimate = check_memory(idea_cls, config, inputs.subject, memory_budget)
 
     started = utc_now()
     root = Path(out) if out is not None else default_runs_dir()
@@ -87,6 +90,7 @@ def execute(
         command=list(command if command is not None else sys.argv),
         status="running",
         started_at=started.isoformat(),
+        memory_estimate_bytes=estimate,
         **inputs.provenance(),
     )
     record = RunRecord(idea=idea_name, config=config, seed=seed, path=path, provenance=provenance)
@@ -98,7 +102,7 @@ def execute(
 
 def resume(run_dir: str | Path, *, host: Any = None, quiet: bool = False,
            command: list[str] | None = None, model: Any = None, saes: Any = None,
-           data: Any = None, remote: Any = None) -> RunRecord:
+           data: Any = None, remote: Any = None, memory_budget: Any = None) -> RunRecord:
     """Run a failed or interrupted run again, in its own directory, with its config and seed.
 
     Ideas that save checkpoints (:meth:`RunContext.checkpoint`) pick up where they stopped.
@@ -110,11 +114,13 @@ def resume(run_dir: str | Path, *, host: Any = None, quiet: bool = False,
 
     host = host or get_host()
     with writer_lock(run_dir):
-        return _resume_locked(run_dir, host, quiet, command, model, saes, data, remote)
+        return _resume_locked(run_dir, host, quiet, command, model, saes, data, remote,
+                              memory_budget)
 
 
 def _resume_locked(run_dir: str | Path, host: Any, quiet: bool, command: list[str] | None,
-                   model: Any, saes: Any, data: Any, remote: Any) -> RunRecord:
+                   model: Any, saes: Any, data: Any, remote: Any, memory_budget: Any
+                   ) -> RunRecord:
     old = load_run(run_dir, host=host)
     if old.provenance.status == "complete":
         raise UsageError(
@@ -134,6 +140,7 @@ def _resume_locked(run_dir: str | Path, host: Any, quiet: bool, command: list[st
         data=data if data is not None else recorded_data,
         remote=remote if remote is not None else recorded_remote,
     )
+    check_memory(idea_cls, old.config, inputs.subject, memory_budget)
     attempt = {k: prov.get(k) for k in ("started_at", "finished_at", "status", "error",
                                         "wall_time_s")}
     if attempt["status"] == "running":  # its writer died without a word (we hold the lock)

@@ -1,7 +1,8 @@
 """One writer per run directory: an ``fcntl`` lock on ``RUN_DIR/.writer.lock``.
 
 The process that runs (or resumes) a run holds an exclusive lock on the file for as long as
-it writes the directory, and records its pid, host and start time in it. The operating
+it writes the directory, records its pid, host and start time in it, and removes it when
+it is done. The operating
 system drops the lock when the process dies, however it dies (``kill -9`` included), so:
 
 - ``resume`` on a run whose lock is held refuses and names the live writer;
@@ -59,7 +60,15 @@ def writer_lock(run_dir: str | Path) -> Iterator[None]:
             "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         }).encode())
         os.fsync(fd)
-        yield
+        try:
+            yield
+        finally:
+            # A finished writer leaves no lock file behind (the directory holds only the
+            # run's own files). Unlinked while still held: a process that opened the old
+            # file fails its non-blocking lock until we close; one that comes later makes a
+            # new file. (Only three processes racing at this instant could both proceed.)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
     finally:
         os.close(fd)  # closing releases the lock
 

@@ -1,8 +1,9 @@
 """The plateau family: activation-plateaus, discrete-output-states, sensitive-directions.
 
-One plugin, three ideas, sharing the batched sweep engine (:mod:`mi_ideas.sweep`), the
-direction families (:mod:`.directions`) and the curve metrics (:mod:`.metrics`). Importing
-this package is cheap: the ideas import torch inside ``run``.
+One plugin, three ideas (one sub-package each), sharing :mod:`.common`: the batched sweep
+engine (:mod:`.common.sweep`), the direction families (:mod:`.common.directions`) and the
+curve metrics with their definitions (:mod:`.common.curves`). Importing this package is
+cheap: the ideas import torch inside ``run``.
 """
 
 from mi_ideas.hookspecs import hookimpl

@@ -1,8 +1,14 @@
-"""An example mi-ideas plugin: how near-orthogonal are random directions?
+"""An example mi-ideas plugin with two ideas, registered by one hook implementation.
 
-A baseline every superposition argument leans on: in d dimensions, independent isotropic
-random unit vectors have |cos| concentrated around sqrt(2 / (pi * d)), so many more than d
-directions fit with small interference.
+- ``example-random-directions`` (below): how near-orthogonal are random directions? A
+  baseline every superposition argument leans on: in d dimensions, independent isotropic
+  random unit vectors have |cos| concentrated around sqrt(2 / (pi * d)), so many more than
+  d directions fit with small interference. Needs no model.
+- ``example-steering-kl`` (:mod:`.steering_kl`): a model-using idea. Adding the
+  mean-activation direction at a site vs. a random direction of the same norm: how far
+  does the next-token distribution move?
+
+Importing this package stays cheap: torch and numpy are imported inside ``run``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import math
 from pydantic import Field
 
 from mi_ideas import Idea, IdeaConfig, IdeaResult, RunContext, hookimpl
+
+from .steering_kl import SteeringKL
 
 
 class RandomDirectionsConfig(IdeaConfig):
@@ -56,3 +64,4 @@ class RandomDirections(Idea):
 @hookimpl
 def mi_ideas_register_ideas(register):
     register(RandomDirections)
+    register(SteeringKL)

@@ -1,22 +1,11 @@
-"""activation-plateaus: is activation space made of regions with one output each?"""
+"""The activation-plateaus idea class (cheap to import: the procedure, in :mod:`.run`,
+imports torch when a run starts)."""
 
 from __future__ import annotations
 
 from mi_ideas import Idea, IdeaResult, RunContext
 
-from .ap_config import PlateauConfig
-
-DEFINITIONS = {
-    "sharpness": "max finite-difference slope of d(α)/d(1) along an interpolation x→t "
-                 "(1 for a linear response; read-out d = L2 distance of the final residual "
-                 "stream at the last position from the clean run)",
-    "sharpness_kl": "as sharpness, with d = KL(clean ‖ perturbed) of the next-token "
-                    "distribution (KL is quadratic near 0: a smooth response gives ~2)",
-    "max_slope_step": "α/α_max where the normalised L2 curve is steepest",
-    "crossing": "absolute steps: first step at which KL exceeds kl_threshold "
-                "(n_steps if never), in units of abs_max_distance / (n_steps − 1)",
-    "ks": "two-sample Kolmogorov–Smirnov statistic between the sharpness distributions",
-}
+from .config import PlateauConfig
 
 
 class ActivationPlateaus(Idea):
@@ -51,6 +40,6 @@ class ActivationPlateaus(Idea):
     remote = True
 
     def run(self, ctx: RunContext, config: PlateauConfig) -> IdeaResult:
-        from . import ap_run
+        from .run import run
 
-        return ap_run.run(ctx, config, DEFINITIONS)
+        return run(ctx, config)

@@ -151,6 +151,7 @@ def naive_sweep(subject: Any, clean: CleanRun, site: str, paths: Any, steps: Any
     """The same read-outs with one full forward per (prompt, path, step): the baseline."""
     import torch
 
+    from mi_ideas.metrics import kl_divergence
     from mi_ideas.subject import Batch, Intervention
 
     n, m, d = paths.shape
@@ -167,7 +168,6 @@ def naive_sweep(subject: Any, clean: CleanRun, site: str, paths: Any, steps: Any
                                       interventions=[Intervention(site, "replace",
                                                                   points[i, j, k], "last")])
                 lp = out.logits[0, -1].float().log_softmax(-1)
-                ref = clean.logprobs[i]
-                kl[i, j, k] = (ref.exp() * (ref - lp)).sum()
+                kl[i, j, k] = kl_divergence(clean.logprobs[i], lp)
                 l2[i, j, k] = (out.activations[final_site][0] - clean.final[i]).norm()
     return SweepResult(steps=steps, kl=kl, l2=l2, n_forwards=n * m * len(steps))
