@@ -6,9 +6,10 @@ Workload (the issue's): 50 prompts x 3 direction types (real, covariance-matched
 isotropic) x 100 absolute steps at resid_pre.2 of the zoo model, read-outs KL and L2.
 
 - Baseline, in this same process: one full forward per (prompt, direction, step), the
-  perturbation as a ``replace`` intervention (``mi_ideas.sweep.naive_sweep``).
+  perturbation as a ``replace`` intervention (``naive_sweep`` of
+  ``mi_ideas_plugins.plateaus.common.sweep``).
 - Engine: every row batched, ``rows_per_forward`` rows a forward, starting at the perturbed
-  block from the cached clean residual stream (``mi_ideas.sweep.sweep``).
+  block from the cached clean residual stream (``sweep`` of the same module).
 Prints both times, the ratio (goal >= 10x), the largest difference between their
 read-outs (must be <= 1e-5), and the number of requests the same sweep makes through the
 loopback NDIF server (one per batch of rows).
@@ -36,8 +37,8 @@ def main() -> None:
 
     from mi_ideas import load_dataset
     from mi_ideas import load_subject
-    from mi_ideas.sweep import clean_run, naive_sweep, sweep
-    from mi_ideas_plugins.plateaus import directions as dirs
+    from mi_ideas_plugins.plateaus.common import directions as dirs
+    from mi_ideas_plugins.plateaus.common.sweep import clean_run, naive_sweep, sweep
 
     n_prompts, n_steps = (10, 20) if args.quick else (50, 100)
     site = "resid_pre.2"

@@ -251,6 +251,9 @@ def cmd_remote(args: argparse.Namespace) -> int:
               f"a firewall, remote runs cannot work; run locally, or pass --url for a "
               f"self-hosted server.")
         return 1
+    if info.get("problem"):
+        print(f"The server at {info['host']} is reachable but {info['problem']}.")
+        return 1
     print(f"NDIF at {info['host']} is reachable; {len(info['deployments'])} model(s) running.")
     if args.model:
         served = "is" if info["served"] else "is NOT"

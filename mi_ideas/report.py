@@ -41,13 +41,13 @@ def _value(v: Any) -> str:
 def render(run_dir: str | Path) -> str:
     """The HTML of a run directory's report (reads JSON and PNG files only)."""
     run_dir = Path(run_dir)
-    from mi_ideas.runs.records import read_run_file
+    from mi_ideas.io import read_run_file
 
     prov = read_run_file(run_dir / "provenance.json")
     config = read_run_file(run_dir / "config.json")
     result_path = run_dir / "result.json"
     result = read_run_file(result_path) if result_path.is_file() else None
-    from mi_ideas.runs.lock import shown_status
+    from mi_ideas.locks import shown_status
 
     status = shown_status(run_dir, prov.get("status", "unknown"))
     esc = html.escape

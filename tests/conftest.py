@@ -42,7 +42,7 @@ def remote(ndif_model_dir, ndif_server, ndif_config):
 
 @pytest.fixture
 def toy_host(register_plugin, mi_ideas_host):
-    """The installed host plus the `toy` plugin (ideas `toy-echo`, `toy-fail`, `toy-probe`, `toy-steps`)."""
+    """The installed host plus the `toy` plugin (ideas `toy-dict`, `toy-echo`, `toy-fail`, `toy-probe`, `toy-steps`)."""
     register_plugin(toy_plugin, name="toy")
     return mi_ideas_host
 

@@ -77,7 +77,7 @@ def test_plugins_json_and_disable(toy_host, capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["cis-toy-model"]["status"] == "loaded"
     assert rows["cis-toy-model"]["distribution"] == "mi-ideas"
-    assert rows["toy"]["ideas"] == ["toy-echo", "toy-fail", "toy-probe", "toy-steps"]
+    assert rows["toy"]["ideas"] == ["toy-echo", "toy-fail", "toy-probe", "toy-steps", "toy-dict"]
     assert main(["plugins", "--json", "--disable-plugin", "cis-toy-model"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["cis-toy-model"]["status"] == "disabled" and rows["cis-toy-model"]["ideas"] == []

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mi_ideas_plugins.plateaus.discrete_output_states import DiscreteOutputStatesConfig
+from mi_ideas_plugins.plateaus.discrete_output_states.config import DiscreteOutputStatesConfig
 
 
 def planted(k: int, n_per: int = 20, vocab: int = 200, noise: float = 0.6, seed: int = 0):
@@ -51,7 +51,7 @@ def test_importing_the_idea_does_not_import_heavy_libraries():
 def test_recovers_the_planted_number_of_output_states(k_true, representation, criterion):
     from sklearn.metrics import adjusted_rand_score
 
-    from mi_ideas_plugins.plateaus.dos_cluster import select_k
+    from mi_ideas_plugins.plateaus.discrete_output_states.cluster import select_k
 
     lp, y = planted(k_true, seed=k_true)
     sel = select_k(lp, k_max=8, representation=representation, criterion=criterion,
@@ -65,7 +65,7 @@ def test_recovers_the_planted_number_of_output_states(k_true, representation, cr
 @pytest.mark.parametrize("k_true", [0, 1])
 def test_no_structure_is_not_claimed(k_true, criterion):
     """Pure noise (k_true = 0) or one state plus noise (1): the answer is k = 1."""
-    from mi_ideas_plugins.plateaus.dos_cluster import select_k
+    from mi_ideas_plugins.plateaus.discrete_output_states.cluster import select_k
 
     lp, _ = planted(k_true, n_per=60 if k_true else 20, seed=11)
     sel = select_k(lp, k_max=8, criterion=criterion, n_init=4, n_refs=4)
@@ -75,7 +75,7 @@ def test_no_structure_is_not_claimed(k_true, criterion):
 
 
 def test_pairs_respect_the_partitions():
-    from mi_ideas_plugins.plateaus.dos_run import make_pairs
+    from mi_ideas_plugins.plateaus.discrete_output_states.run import make_pairs
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 5)
@@ -101,7 +101,7 @@ def zoo():
 
 
 def test_probe_beats_its_shuffled_label_control_on_the_zoo_model(zoo):
-    from mi_ideas_plugins.plateaus.dos_cluster import probe_accuracy, select_k
+    from mi_ideas_plugins.plateaus.discrete_output_states.cluster import probe_accuracy, select_k
 
     subject, load_dataset = zoo
     ds = load_dataset("template:person_adjective")
@@ -124,7 +124,7 @@ def test_probe_beats_its_shuffled_label_control_on_the_zoo_model(zoo):
 def test_a_family_with_one_output_state_gives_k_1_on_the_zoo_model(zoo):
     """emotion_event ends "<name> felt": the next token is an intensity word with a nearly
     fixed distribution whatever the event, so no discrete states may be claimed."""
-    from mi_ideas_plugins.plateaus.dos_cluster import select_k
+    from mi_ideas_plugins.plateaus.discrete_output_states.cluster import select_k
 
     subject, load_dataset = zoo
     ds = load_dataset("template:emotion_event")

@@ -3,7 +3,8 @@
 A remote trace on a meta model (no weights on the client, as with NDIF) must give what the
 same trace gives locally; the server counts requests, sees the API key, cannot import the
 project, and its failure modes each surface as the exception nnsight raises for them.
-The ``die_*`` tests kill the server, so they come last (the fixture restarts it as needed).
+The ``die_*`` and shutdown tests end the server, so they come last (the fixture restarts it
+as needed).
 """
 
 from __future__ import annotations
@@ -190,6 +191,61 @@ def test_unauthorized_raises_remote_error(models, ndif_server, url):
     assert stats["requests_log"][0]["headers"]["ndif-api-key"] == API_KEY
 
 
+@pytest.mark.parametrize("code", [400, 404, 500, 503, 504])
+def test_http_error_status_raises_remote_error_from_http_status_error(
+        models, ndif_server, url, code):
+    import httpx
+    from nnsight.intervention.backends.remote import RemoteError
+
+    ndif_server.set_mode("http", f"injected {code}", code=code)
+    with pytest.raises(RemoteError) as info:
+        trace(models[1], remote=url)
+    assert str(info.value) == f"Failed to send request: injected {code}"
+    assert isinstance(info.value.__cause__, httpx.HTTPStatusError)
+    assert info.value.__cause__.response.status_code == code
+    stats = ndif_server.stats()
+    assert (stats["requests"], stats["rejected"], stats["accepted"]) == (1, 1, 0)
+
+
+def test_stalled_request_raises_remote_error_from_read_timeout(
+        models, ndif_server, url, monkeypatch):
+    import time
+
+    import httpx
+    import nnsight.intervention.backends.remote as backend
+    from nnsight.intervention.backends.remote import RemoteError
+
+    monkeypatch.setattr(backend, "_READ_TIMEOUT", 0.5)  # nnsight's is 600 s
+    ndif_server.set_mode("stall", stall=3)
+    start = time.monotonic()
+    with pytest.raises(RemoteError, match="^Failed to send request: timed out$") as info:
+        trace(models[1], remote=url)
+    assert time.monotonic() - start < 2.5
+    assert isinstance(info.value.__cause__, httpx.ReadTimeout)
+
+
+def test_status_answer_can_be_an_http_error(ndif_server, url):
+    import httpx
+
+    ndif_server.set_status_answer(503, "down for maintenance")
+    response = httpx.get(ndif_server.url + "/status", timeout=10)
+    assert (response.status_code, response.json()) == (503, {"detail": "down for maintenance"})
+    ndif_server.set_status_answer(None)
+    assert httpx.get(ndif_server.url + "/status", timeout=10).status_code == 200
+    # A URL with a path after the server's root (not an NDIF endpoint there).
+    assert httpx.get(ndif_server.url + "/api/status", timeout=10).status_code == 404
+
+
+def test_wrong_path_refuses_the_websocket(models, ndif_server, url):
+    """Starlette refuses a websocket route that does not exist with 403, not 404."""
+    from websocket import WebSocketBadStatusException
+
+    with pytest.raises(WebSocketBadStatusException) as info:
+        trace(models[1], remote=url + "/api")
+    assert info.value.status_code == 403
+    assert ndif_server.stats()["requests"] == 0
+
+
 @pytest.mark.parametrize("mode", ["die_received", "die_running"])
 def test_server_dying_mid_job(models, ndif_server, url, mode):
     from websocket import WebSocketConnectionClosedException
@@ -207,3 +263,17 @@ def test_server_dying_mid_job(models, ndif_server, url, mode):
     with pytest.raises(ConnectionRefusedError):
         trace(models[1], remote=url)
 
+
+
+def test_server_shutting_down_mid_job_sends_an_empty_frame(models, ndif_server, url):
+    """A graceful shutdown (SIGTERM: a deploy, a restart) closes the websocket with a close
+    frame; websocket-client's ``recv`` returns ``""`` for it, and nnsight's parse of that is
+    a pydantic ``ValidationError`` (not a connection error)."""
+    from pydantic import ValidationError
+
+    ndif_server.set_mode("shutdown_running")
+    with pytest.raises(ValidationError, match="Invalid JSON: EOF") as info:
+        trace(models[1], remote=url)
+    assert info.value.title == "ResponseModel" and info.value.errors()[0]["input"] == ""
+    assert ndif_server.wait_exit() == -15
+    assert "shutting down on purpose (mode shutdown_running)" in ndif_server.log()

@@ -129,3 +129,125 @@ def test_remote_status_reports_reachability_and_served_models(
     assert "is NOT being served" in capsys.readouterr().out
     assert main(["remote", "status", "--url", "http://127.0.0.1:9"]) == 1
     assert "is not reachable" in capsys.readouterr().out
+
+
+# -- each remote fault: its own one-paragraph message naming the URL ---------------------------
+
+#: What a message must not carry: a traceback, pydantic / JSON / httpx noise.
+NOISE = ("Traceback", "ValidationError", "pydantic", "Invalid JSON", "json_invalid",
+         "HTTPStatusError", "developer.mozilla.org", "{", "}")
+
+
+def _assert_clean(message, url, needle):
+    assert url in message, message
+    assert needle in message, message
+    assert "\n" not in message, message  # one paragraph
+    for noise in NOISE:
+        assert noise not in message, (noise, message)
+
+
+def _inject(server, fault, monkeypatch):
+    """Make the loopback server produce ``fault``; return the URL to use."""
+    if fault == "wrong_path":
+        return server.url + "/api"
+    if fault == "stall":
+        import nnsight.intervention.backends.remote as backend
+
+        monkeypatch.setattr(backend, "_READ_TIMEOUT", 0.5)  # nnsight's is 600 s
+        server.set_mode("stall", stall=2)
+    elif fault.startswith("http_"):
+        code = int(fault.partition("_")[2])
+        server.set_mode("http", f"injected detail for {code}", code=code)
+    else:
+        server.set_mode(fault, description="RuntimeError: the GPU caught fire")
+    return server.url
+
+
+# (fault, what the message must say)
+FAULTS = [
+    ("shutdown_running", "closed the connection while it ran the request"),
+    ("http_400", "as invalid (HTTP 400: injected detail for 400)"),
+    ("http_404", "answered HTTP 404 to POST /request"),
+    ("http_500", "(HTTP 500: injected detail for 500): a fault on the server's side"),
+    ("http_503", "a fault on the server's side"),
+    ("http_504", "timed out (HTTP 504: injected detail for 504)"),
+    ("stall", "did not answer the request"),
+    ("wrong_path", "refused the websocket subscription"),
+    ("error", "failed while running the request"),
+    ("401", "rejected the API key (HTTP 401)"),
+]
+
+
+@pytest.mark.parametrize("fault,needle", FAULTS, ids=[f for f, _ in FAULTS])
+def test_each_remote_fault_raises_its_own_message(
+        ndif_model_dir, ndif_server, ndif_config, monkeypatch, fault, needle):
+    from mi_ideas import load_subject
+    from mi_ideas.errors import RemoteRunError
+
+    ndif_config.APP.REMOTE_LOGGING = False
+    url = _inject(ndif_server, fault, monkeypatch)
+    subject = load_subject(f"hf:{ndif_model_dir}", remote=url)
+    with pytest.raises(RemoteRunError) as info:
+        subject.forward("the cat", read=["resid_pre.0"])
+    message = str(info.value)
+    _assert_clean(message, url, needle)
+    assert f"hf:{ndif_model_dir}" in message
+    if fault == "stall":
+        assert "within nnsight's 0.5 s read timeout (POST /request timed out)" in message
+    if fault == "shutdown_running":
+        assert ndif_server.wait_exit() == -15  # gone before the next test restarts it
+
+
+RUN_FAULTS = [f for f in FAULTS if f[0] in ("shutdown_running", "http_400", "http_500",
+                                             "stall")]
+
+
+@pytest.mark.parametrize("fault,needle", RUN_FAULTS, ids=[f for f, _ in RUN_FAULTS])
+def test_remote_faults_fail_the_run_with_their_message(
+        toy_host, ndif_model_dir, ndif_server, ndif_config, tmp_path, monkeypatch,
+        fault, needle):
+    import json
+
+    import mi_ideas
+    from mi_ideas.errors import RunError
+
+    ndif_config.APP.REMOTE_LOGGING = False
+    url = _inject(ndif_server, fault, monkeypatch)
+    with pytest.raises(RunError) as info:
+        mi_ideas.run("toy-probe", model=f"hf:{ndif_model_dir}", remote=url, out=tmp_path,
+                     quiet=True)
+    _assert_clean(str(info.value), url, needle)
+    run_dir = Path(info.value.run_dir)
+    files = sorted(p.name for p in run_dir.rglob("*") if p.is_file())
+    assert files == ["config.json", "provenance.json"]
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert prov["status"] == "failed" and prov["partial_artifacts"] == []
+    _assert_clean(prov["error"], url, needle)
+    if fault == "shutdown_running":
+        assert ndif_server.wait_exit() == -15
+
+
+def test_remote_status_tells_a_wrong_url_and_a_server_fault_from_unreachable(
+        ndif_server, ndif_config, capsys):
+    import mi_ideas.remote as remote
+    from mi_ideas.cli import main
+
+    wrong = ndif_server.url + "/api"
+    assert main(["remote", "status", "--url", wrong]) == 1
+    out = capsys.readouterr().out
+    assert (f"The server at {wrong} is reachable but /status answered 404: not an NDIF "
+            f"server at this URL, or the wrong path") in out
+    assert "not reachable" not in out and "firewall" not in out
+    info = remote.status(wrong)
+    assert info["reachable"] is True and info["http_status"] == 404
+
+    for code in (500, 503):
+        ndif_server.set_status_answer(code, "the scheduler is down")
+        assert main(["remote", "status", "/some/model", "--remote", ndif_server.url]) == 1
+        out = capsys.readouterr().out
+        assert (f"The server at {ndif_server.url} is reachable but /status answered {code} "
+                f"(the scheduler is down): the server has an internal error") in out
+        assert "not reachable" not in out and "being served" not in out
+    ndif_server.set_status_answer(None)
+    assert main(["remote", "status", "--url", ndif_server.url]) == 0
+    assert "is reachable;" in capsys.readouterr().out

@@ -58,6 +58,7 @@ def test_failed_run_is_marked_failed_with_nothing_half_written(toy_host, tmp_pat
     assert _files(run_dir) == ["artifacts/partial.json", "config.json", "provenance.json"]
     prov = json.loads((run_dir / "provenance.json").read_text())
     assert prov["status"] == "failed"
+    assert prov["partial_artifacts"] == ["artifacts/partial.json"]  # kept, and marked partial
     assert "ValueError: the toy idea failed on purpose" in prov["error"]
     assert "Traceback" in prov["traceback"]
     assert load_run(run_dir).result is None

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from mi_ideas.subject import ForwardOutput, Subject, position_index, select_positions
-from mi_ideas.sweep import clean_run, sweep
-from mi_ideas_plugins.plateaus import sd_analysis as A
-from mi_ideas_plugins.plateaus.sd_optimise import max_abs_cos, optimise_directions, readout_for
+from mi_ideas_plugins.plateaus.common.sweep import clean_run, sweep
+from mi_ideas_plugins.plateaus.sensitive_directions import analysis as A
+from mi_ideas_plugins.plateaus.sensitive_directions.optimise import (
+    max_abs_cos, optimise_directions, readout_for)
 
 
 # -- a planted toy: the next-token distribution depends on x only through u·x -------------
@@ -130,8 +131,9 @@ def zoo():
 
 def test_sae_error_direction_at_its_own_length_splices_in_the_reconstruction(zoo):
     from mi_ideas.subject import Intervention
-    from mi_ideas_plugins.plateaus.directions import Pool
-    from mi_ideas_plugins.plateaus.sd_families import family_directions, reconstruction
+    from mi_ideas_plugins.plateaus.common.directions import Pool
+    from mi_ideas_plugins.plateaus.sensitive_directions.families import (
+        family_directions, reconstruction)
 
     subject, sae, site = zoo
     torch.set_num_threads(1)

@@ -1,15 +1,19 @@
-"""The Subject interface on both back-ends: positions, interventions, stats, generation."""
+"""The Subject interface on every back-end: mi-ideas's conformance suite
+(:class:`mi_ideas.testing.SubjectConformance`) on nnsight, TransformerLens and a plugin
+back-end written here with plain PyTorch hooks, then the back-end-specific checks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from mi_ideas import hookimpl
 from mi_ideas.errors import UsageError
-from mi_ideas.subject import Intervention, StatsRequest
+from mi_ideas.subject import Batch, ForwardOutput, Subject, position_index
+from mi_ideas.testing import SubjectConformance
 from tests.tiny_models import build_tiny
 
-PROMPTS = ["the cat was red", "a dog ran to the big house", "one two"]
+PROMPTS = list(SubjectConformance.prompts)
 
 
 @pytest.fixture(scope="module")
@@ -17,125 +21,173 @@ def gpt2_dir(tmp_path_factory):
     return build_tiny("gpt2", tmp_path_factory.mktemp("tiny") / "gpt2-tiny")
 
 
-@pytest.fixture(scope="module", params=["nnsight", "tl"])
-def subject(request, gpt2_dir):
-    from mi_ideas import load_subject
-
-    return load_subject(f"hf:{gpt2_dir}" if request.param == "nnsight" else f"tl:{gpt2_dir}")
-
-
-def test_tokenize_left_pads_with_bos(subject):
-    batch = subject.tokenize(PROMPTS)
-    assert batch.input_ids.shape[0] == 3
-    lengths = batch.attention_mask.sum(1)
-    assert int(lengths.max()) == batch.input_ids.shape[1]
-    for row, n in zip(batch.input_ids, lengths):
-        assert row[-int(n)] == subject.tokenizer.bos_token_id  # BOS right after the padding
-    assert batch.position_ids[1, -1] == int(lengths[1]) - 1
-
-
-def test_positions_select_the_same_rows(subject):
-    batch = subject.tokenize(PROMPTS)
-    full = subject.activations(batch, ["resid_post.0"])["resid_post.0"]
-    last = subject.activations(batch, ["resid_post.0"], positions="last")["resid_post.0"]
-    some = subject.activations(batch, ["resid_post.0"], positions=[1, 2])["resid_post.0"]
-    masked = subject.activations(batch, ["resid_post.0"], positions=batch.attention_mask.bool())["resid_post.0"]
-    assert torch.equal(last, full[:, -1]) and torch.equal(some, full[:, [1, 2]])
-    assert torch.equal(masked, full[batch.attention_mask.bool()])
-    assert masked.shape == (int(batch.attention_mask.sum()), subject.d_model)
-
-
-def test_activation_patching_replaces_the_whole_run(subject):
-    # Replacing resid_pre.1 everywhere with another prompt's makes every later site and
-    # the logits those of the other prompt: the intervention really replaces the stream.
-    a, b = subject.tokenize(["the cat was red"]), subject.tokenize(["a dog ran home"])
-    assert a.shape == b.shape
-    clean_b = subject.forward(b, read=["resid_pre.1"], logits=True)
-    patched = subject.forward(a, logits=True, interventions=[
-        Intervention("resid_pre.1", "replace", clean_b.activations["resid_pre.1"][0])])
-    # the first block's attention saw a's tokens, but resid_pre.1 is all that later blocks read
-    assert torch.allclose(patched.logits, clean_b.logits, atol=1e-5)
-
-
-def test_reads_are_copies_and_interventions_apply_before_reads(subject):
-    batch = subject.tokenize(PROMPTS)
-    v = torch.randn(subject.d_model, generator=torch.Generator().manual_seed(0))
-    clean = subject.activations(batch, ["resid_post.0", "resid_pre.1"])
-    out = subject.forward(batch, read=["resid_post.0", "resid_pre.1"],
-                          interventions=[Intervention("resid_pre.1", "add", v, "last")])
-    # resid_post.0 is the same tensor as resid_pre.1 in the model; the earlier read is unchanged
-    assert torch.allclose(out.activations["resid_post.0"], clean["resid_post.0"])
-    diff = out.activations["resid_pre.1"] - clean["resid_pre.1"]
-    assert torch.allclose(diff[:, -1], v.expand(3, -1), atol=1e-5)
-    assert diff[:, :-1].abs().max() == 0
-
-
-def test_zero_and_mean_ablation(subject):
-    batch = subject.tokenize(PROMPTS)
-    mean = subject.activations(batch, ["mlp_out.0"])["mlp_out.0"].mean((0, 1))
-    zero = subject.forward(batch, read=["mlp_out.0"], interventions=[
-        Intervention("mlp_out.0", "ablate")]).activations["mlp_out.0"]
-    meaned = subject.forward(batch, read=["mlp_out.0"], interventions=[
-        Intervention("mlp_out.0", "ablate", mean, positions="last")]).activations["mlp_out.0"]
-    assert zero.abs().max() == 0
-    assert torch.allclose(meaned[:, -1], mean.expand(3, -1))
-
-
-def test_derived_statistics(subject):
-    batch = subject.tokenize(PROMPTS)
-    clean = subject.forward(batch, read=["resid_post.1"], positions="last", logits=True)
-    ref = clean.logits[:, -1].log_softmax(-1)
-    final = clean.activations["resid_post.1"]
-    s0 = subject.forward(batch, stats=StatsRequest(kl_reference=ref, topk=5, entropy=True,
-                                                   final_norm=True, l2_reference=final)).stats
-    assert s0["l2"].abs().max() < 1e-5
-    assert s0["kl"].abs().max() < 1e-5  # the same run: no divergence
-    assert torch.equal(s0["topk_ids"], ref.topk(5).indices)
-    assert torch.allclose(s0["entropy"], -(ref.exp() * ref).sum(-1), atol=1e-5)
-    assert torch.allclose(s0["final_norm"], clean.activations["resid_post.1"].norm(dim=-1), atol=1e-5)
-    v = 5 * torch.randn(subject.d_model, generator=torch.Generator().manual_seed(1))
-    s1 = subject.forward(batch, read=["resid_post.1"], positions="last", interventions=[
-        Intervention("resid_pre.1", "add", v)], stats=StatsRequest(kl_reference=ref,
-                                                                   l2_reference=final))
-    assert (s1.stats["kl"] > 1e-3).all()
-    assert torch.allclose(s1.stats["l2"], (s1.activations["resid_post.1"] - final).norm(dim=-1),
-                          atol=1e-5)
-
-
-def test_greedy_generation_matches_hugging_face(subject, gpt2_dir):
+@pytest.fixture(scope="module")
+def reference(gpt2_dir):
+    """The Hugging Face model every back-end here runs: the suite's exactness reference."""
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(str(gpt2_dir)).eval()
-    batch = subject.tokenize(["the cat"])
-    ours = subject.generate(batch, max_new_tokens=5)
-    with torch.no_grad():
-        theirs = hf.generate(batch.input_ids, attention_mask=batch.attention_mask,
-                             max_new_tokens=5, do_sample=False, pad_token_id=0)
-    assert torch.equal(ours, theirs)
-    steered = subject.generate(batch, max_new_tokens=5, interventions=[
-        Intervention("resid_pre.1", "add", 30 * torch.randn(subject.d_model, generator=torch.Generator().manual_seed(2)))])
-    assert not torch.equal(steered, ours)
+    return AutoModelForCausalLM.from_pretrained(str(gpt2_dir)).eval()
 
 
-def test_bad_sites_and_interventions_are_clear_errors(subject):
-    with pytest.raises(UsageError, match="unknown site 'resid.1'"):
-        subject.activations(PROMPTS, ["resid.1"])
-    with pytest.raises(UsageError, match="has 2 blocks"):
-        subject.activations(PROMPTS, ["resid_pre.7"])
-    with pytest.raises(UsageError, match="needs a value"):
-        Intervention("resid_pre.0", "add")
-    assert subject.activations(PROMPTS, ["blocks.1.hook_resid_pre"]).keys() == {"blocks.1.hook_resid_pre"}
+# -- the suite on the built-in back-ends ------------------------------------------------
+
+
+class TestNnsightBackend(SubjectConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def subject(cls, gpt2_dir):
+        from mi_ideas import load_subject
+
+        return load_subject(f"hf:{gpt2_dir}")
+
+
+class TestTransformerLensBackend(SubjectConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def subject(cls, gpt2_dir):
+        from mi_ideas import load_subject
+
+        return load_subject(f"tl:{gpt2_dir}")
+
+
+
+# -- and on a plugin back-end: a GPT-2 run with plain PyTorch hooks ---------------------
+
+
+class TorchHooksSubject(Subject):
+    """A minimal third-party back-end: a Hugging Face GPT-2 with ``register_forward_hook``.
+
+    Each site is a module's input (``pre``) or output (``out``); interventions are applied,
+    then reads copied, in the module's hook. ``start_at`` replaces the stream entering the
+    block (the earlier blocks still run; their result is discarded).
+    """
+
+    backend = "torch-hooks"
+
+    def __init__(self, path):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.hf = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+        c = self.hf.config
+        super().__init__(spec=f"torch-hooks:{path}",
+                         tokenizer=AutoTokenizer.from_pretrained(str(path)),
+                         n_layers=c.n_layer, d_model=c.n_embd, d_vocab=c.vocab_size)
+
+    def _place(self, site):
+        t = self.hf.transformer
+        if site.kind == "ln_final":
+            return t.ln_f, "out"
+        block = t.h[site.layer]
+        return {"resid_pre": (block, "pre"), "attn_out": (block.attn, "out"),
+                "resid_mid": (block.ln_2, "pre"), "mlp_in": (block.ln_2, "out"),
+                "mlp_out": (block.mlp, "out"), "resid_post": (block, "out")}[site.kind]
+
+    def _forward(self, batch, read, positions, interventions, logits, stats,
+                 start_layer=None, start_resid=None):
+        from mi_ideas import trace_ops
+
+        index = position_index(positions, batch)
+        plan: dict = {}  # (module, where) -> ([(op, value, index)], [read names])
+        for name, site in read.items():
+            if site.kind != "logits":
+                plan.setdefault(self._place(site), ([], []))[1].append(name)
+        for iv in interventions:
+            site = self.site(iv.site)
+            if site.kind in ("logits", "resid_mid"):
+                raise UsageError(f"the torch-hooks back-end cannot change {site.kind}.")
+            plan.setdefault(self._place(site), ([], []))[0].append(
+                (iv.op, iv.value, position_index(iv.positions, batch)))
+        want_stats = stats is not None and stats.wants_anything()
+        final_block = self.hf.transformer.h[-1]
+        if want_stats:
+            plan.setdefault((final_block, "out"), ([], []))
+        saved, final = {}, {}
+
+        start = None if start_layer is None else self.hf.transformer.h[start_layer]
+
+        def apply(module, where, x):
+            ivs, names = plan[(module, where)]
+            if where == "pre" and module is start:
+                x = start_resid.to(x.dtype)
+            for op, value, idx in ivs:
+                x = trace_ops.intervene(x, op, value, idx)
+            for n in names:
+                saved[n] = trace_ops.select(x, index).detach().clone()
+            if module is final_block and where == "out":
+                final["resid"] = x.detach().clone()
+            return x
+
+        def pre_hook(module, args, kwargs):
+            x = apply(module, "pre", args[0])
+            return (x, *args[1:]), kwargs
+
+        def out_hook(module, args, output):
+            if isinstance(output, tuple):
+                return (apply(module, "out", output[0]), *output[1:])
+            return apply(module, "out", output)
+
+        if start_layer is not None:
+            plan.setdefault((self.hf.transformer.h[start_layer], "pre"), ([], []))
+        handles = []
+        for (module, where) in plan:
+            handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+                           if where == "pre" else module.register_forward_hook(out_hook))
+        try:
+            with torch.no_grad():
+                out_logits = self.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                     position_ids=batch.position_ids).logits
+        finally:
+            for handle in handles:
+                handle.remove()
+        result = ForwardOutput()
+        for name, site in read.items():
+            result.activations[name] = (trace_ops.select(out_logits, index)
+                                        if site.kind == "logits" else saved[name])
+        if logits:
+            result.logits = out_logits
+        if want_stats:
+            result.stats = trace_ops.stats(out_logits, final.get("resid"),
+                                           *stats.args(position_index(stats.positions, batch)))
+        return result
+
+
+class TorchHooksPlugin:
+    @hookimpl
+    def mi_ideas_register_backends(self, register):
+        register("torch-hooks", lambda rest, remote: TorchHooksSubject(rest),
+                 "a GPT-2 directory run with plain PyTorch hooks (test back-end)")
+
+
+class TestPluginBackend(SubjectConformance):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def subject(cls, gpt2_dir):
+        from mi_ideas import load_subject
+        from mi_ideas.host import Host
+
+        host = Host()
+        host.register_plugin(TorchHooksPlugin(), name="torch-hooks")
+        subject = load_subject(f"torch-hooks:{gpt2_dir}", host=host)
+        assert isinstance(subject, TorchHooksSubject)
+        return subject
+
+
+
+# -- back-end-specific checks -------------------------------------------------------------
 
 
 def test_backends_agree_on_every_site(gpt2_dir):
     from mi_ideas import load_subject
 
-    a, b = load_subject(f"hf:{gpt2_dir}"), load_subject(f"tl:{gpt2_dir}")
-    batch = a.tokenize(PROMPTS)
+    subjects = [load_subject(f"hf:{gpt2_dir}"), load_subject(f"tl:{gpt2_dir}"),
+                TorchHooksSubject(gpt2_dir)]
+    batch = subjects[0].tokenize(PROMPTS)
     mask = batch.attention_mask.bool()
-    ra, rb = a.activations(batch, a.sites, positions=mask), b.activations(batch, b.sites, positions=mask)
-    for site in a.sites:
-        assert torch.allclose(ra[site], rb[site], atol=1e-4), site
+    ra = subjects[0].activations(batch, subjects[0].sites, positions=mask)
+    for other in subjects[1:]:
+        rb = other.activations(batch, other.sites, positions=mask)
+        for site in subjects[0].sites:
+            assert torch.allclose(ra[site], rb[site], atol=1e-4), (other.backend, site)
 
 
 def test_model_objects_are_accepted(gpt2_dir):
@@ -169,20 +221,10 @@ def test_model_objects_are_accepted(gpt2_dir):
         load_subject(3)
 
 
-@pytest.mark.parametrize("layer", [0, 1])
-def test_starting_at_a_layer_equals_the_full_run(subject, layer):
-    batch = subject.tokenize(PROMPTS)
-    v = torch.randn(subject.d_model, generator=torch.Generator().manual_seed(3))
-    site = f"resid_pre.{layer}"
-    clean = subject.forward(batch, read=[site], logits=True)
-    full = subject.forward(batch, read=["resid_post.1"], logits=True,
-                           interventions=[Intervention(site, "add", v, "last")])
-    resid = clean.activations[site].clone()
-    resid[:, -1] += v
-    started = subject.forward(batch, read=["resid_post.1"], logits=True,
-                              start_at=site, start_resid=resid)
-    assert torch.allclose(started.logits, full.logits, atol=1e-5)
-    assert torch.allclose(started.activations["resid_post.1"], full.activations["resid_post.1"],
-                          atol=1e-5)
-    with pytest.raises(UsageError, match="come before resid_pre.1"):
-        subject.forward(batch, read=["mlp_out.0"], start_at="resid_pre.1", start_resid=resid)
+def test_a_subject_passes_through_and_batches_are_plain_data(gpt2_dir):
+    from mi_ideas import load_subject
+
+    s = load_subject(f"hf:{gpt2_dir}")
+    assert load_subject(s) is s
+    batch = s.tokenize(PROMPTS)
+    assert isinstance(batch, Batch) and len(batch) == 3 and batch.texts == tuple(PROMPTS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mi_ideas.sweep import clean_run, naive_sweep, path_points, sweep
+from mi_ideas_plugins.plateaus.common.sweep import clean_run, naive_sweep, path_points, sweep
 
 PROMPTS = ["the cat was red", "a dog ran to the big house", "one two three"]
 SITE = "resid_pre.1"

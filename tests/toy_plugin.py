@@ -107,6 +107,26 @@ class Probe(Idea):
                           definitions={"mean_kl": "mean KL(clean || steered), last token, nats"})
 
 
+class DictConfig(IdeaConfig):
+    scale: float = Field(1.0, description="Unused; every config needs a field to show.")
+
+
+class Dict(Idea):
+    """Reports the width of each dictionary it is given (test idea for --sae)."""
+
+    name = "toy-dict"
+    summary = "Report dictionary widths (test idea)."
+    size = "short"
+    Config = DictConfig
+    uses_model = uses_saes = True
+
+    def run(self, ctx: RunContext, config: DictConfig) -> IdeaResult:
+        result = IdeaResult()
+        for i, sae in enumerate(ctx.saes):
+            result.add(f"d_sae.{i}", sae.cfg.d_sae, "number of latents of dictionary i")
+        return result
+
+
 class StepsConfig(IdeaConfig):
     n_steps: int = Field(5, ge=1, description="Steps of the long computation.")
     crash_at: int = Field(-1, description="Raise at this step unless resumed past it.")
@@ -149,3 +169,4 @@ def mi_ideas_register_ideas(register):
     register(Fail)
     register(Probe)
     register(Steps)
+    register(Dict)

@@ -121,15 +121,23 @@ def _parse_query(query: str, spec: str) -> dict[str, Any]:
     return options
 
 
+def _natural(name: str) -> list:
+    """A natural-sort key (``layers.2`` before ``layers.10``), as sparsify orders them."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
 def _coders_under(path: Path) -> list[str]:
     """The sparse-coder directories below a training run's checkpoint directory."""
+    def subdirs(p: Path) -> list[Path]:
+        return sorted((c for c in p.iterdir() if c.is_dir()), key=lambda c: _natural(c.name))
+
     found = []
-    for child in sorted(p for p in path.iterdir() if p.is_dir()):
+    for child in subdirs(path):
         if (child / CFG_FILE).is_file():
             found.append(child.name)
         else:
-            found += [f"{child.name}/{s.name}" for s in sorted(child.iterdir())
-                      if s.is_dir() and _SEED_RE.match(s.name) and (s / CFG_FILE).is_file()]
+            found += [f"{child.name}/{s.name}" for s in subdirs(child)
+                      if _SEED_RE.match(s.name) and (s / CFG_FILE).is_file()]
     return found
 
 
@@ -189,7 +197,9 @@ def _read_weights(path: Path, spec: str) -> dict[str, Any]:
     try:
         weights = load_file(str(file), device="cpu")
     except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
-        raise UsageError(f"{spec}: cannot read {str(file)!r}: {type(exc).__name__}: {exc}.") from None
+        raise UsageError(
+            f"{spec}: cannot read {str(file)!r}: {type(exc).__name__}: {exc}."
+        ) from None
     missing = [k for k in ("encoder.weight", "encoder.bias", "W_dec", "b_dec") if k not in weights]
     if missing:
         raise UsageError(
@@ -218,7 +228,9 @@ def _check_supported(cfg: dict[str, Any], spec: str, options: dict[str, Any]) ->
         raise UsageError(f"{spec} uses the {activation!r} activation, not topk. {_SUPPORTED}")
     for flag in ("embed_skip", "gram_lookup", "signed"):
         if cfg.get(flag):
-            raise UsageError(f"{spec} uses {flag}: true, which SAELens cannot represent. {_SUPPORTED}")
+            raise UsageError(
+                f"{spec} uses {flag}: true, which SAELens cannot represent. {_SUPPORTED}"
+            )
     k = cfg.get("k")
     if not isinstance(k, int) or k < 1:
         raise UsageError(f"{spec}: cfg.json has no positive integer k (found {k!r}).")

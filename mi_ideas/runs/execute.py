@@ -13,7 +13,7 @@ from mi_ideas.context import RunContext
 from mi_ideas.contract import IdeaConfig, IdeaResult, Provenance
 from mi_ideas.errors import MiIdeasError, RunError, UsageError
 from mi_ideas.runs.inputs import RunInputs, resolve_inputs
-from mi_ideas.runs.lock import writer_lock
+from mi_ideas.locks import writer_lock
 from mi_ideas.runs.memory import check_memory
 from mi_ideas.runs.layout import (
     git_revision, mi_ideas_version, package_versions, utc_now, write_json,
@@ -224,6 +224,12 @@ def _finish(record: RunRecord, t0: float, status: str, error: str | None = None,
     }
     if tb:
         update["traceback"] = tb
+    if status != "complete":
+        # What the idea had written before it stopped stays (each file complete: writes are
+        # atomic), listed here so nobody mistakes it for a finished run's output.
+        update["partial_artifacts"] = sorted(
+            str(p.relative_to(record.path)) for sub in ("artifacts", "figures", "checkpoints")
+            for p in (record.path / sub).rglob("*") if p.is_file() and not p.name.endswith(".tmp"))
     record.provenance = record.provenance.model_copy(update=update)
     if status == "complete" and record.result is not None:
         body = record.result.model_dump(mode="json", exclude={"provenance"})

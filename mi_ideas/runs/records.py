@@ -9,6 +9,7 @@ from typing import Any
 
 from mi_ideas.contract import IdeaConfig, IdeaResult, Provenance
 from mi_ideas.errors import UsageError
+from mi_ideas.io import read_run_file
 
 
 @dataclass
@@ -26,7 +27,7 @@ class RunRecord:
     def status(self) -> str:
         """The run's status as a reader should see it: provenance's, except ``stale`` for a
         run that says ``running`` but whose writing process is gone (killed, crashed)."""
-        from mi_ideas.runs.lock import shown_status
+        from mi_ideas.locks import shown_status
 
         return shown_status(self.path, self.provenance.status)
 
@@ -85,36 +86,3 @@ def load_run(path: str | Path, host: Any = None) -> RunRecord:
         idea=provenance.idea, config=config, seed=provenance.seed, path=path,
         provenance=provenance, result=result,
     )
-
-
-def read_run_file(path: Path, validate: Any = None) -> Any:
-    """Read a run file as JSON and validate it; a missing or corrupt file is a clear error
-    naming the file and what is wrong with it (never a raw JSON / pydantic traceback)."""
-    from pydantic import ValidationError
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(
-            f"the run file {str(path)!r} is missing, so the run cannot be read back. The run "
-            f"directory is incomplete; start a new run."
-        ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(
-            f"the run file {str(path)!r} is corrupt (not valid JSON: {exc}). It was changed "
-            f"or truncated after the run wrote it (run files are written atomically); restore "
-            f"it from a copy or start a new run."
-        ) from None
-    if validate is None:
-        return data
-    try:
-        return validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            for e in exc.errors()[:3])
-        raise UsageError(
-            f"the run file {str(path)!r} does not hold what mi-ideas expects ({problems}). "
-            f"It was edited, or written by an incompatible version of the idea; restore it "
-            f"or start a new run."
-        ) from None

@@ -13,8 +13,8 @@ Fixtures:
 ``ndif_server`` (function)
     The same :class:`NDIFTestServer`, restarted if a previous test killed it, with its mode
     back to ``normal`` and its counters cleared. Use ``.url``, ``.stats()``,
-    ``.set_mode(...)``, ``.set_result_transport(...)``, ``.can_import(name)``,
-    ``.wait_exit()``, ``.log()``.
+    ``.set_mode(...)``, ``.set_status_answer(...)``, ``.set_result_transport(...)``,
+    ``.can_import(name)``, ``.wait_exit()``, ``.log()``.
 ``ndif_model_dir`` (session)
     A tiny random GPT-2 directory (``tests/tiny_models.build_tiny("gpt2", ...)``).
 ``ndif_config`` (function)
@@ -126,7 +126,8 @@ class NDIFTestServer:
                 self.proc.wait(10)
 
     def wait_exit(self, timeout: float = 10.0) -> int | None:
-        """Wait for the process to end by itself (a ``die_*`` mode); its exit code, or None."""
+        """Wait for the process to end by itself (a ``die_*`` or ``shutdown_running`` mode);
+        its exit code, or None."""
         if self.proc is None:
             return None
         try:
@@ -162,11 +163,26 @@ class NDIFTestServer:
         response.raise_for_status()
         return response.json()
 
-    def set_mode(self, mode: str, description: str | None = None) -> None:
+    def set_mode(self, mode: str, description: str | None = None, *, code: int | None = None,
+                 stall: float | None = None) -> None:
         """``normal`` | ``error`` (ERROR status carrying ``description``) | ``401`` (POST
-        /request refused, ``description`` as the detail) | ``die_received`` | ``die_running``.
-        Sticky until changed; the result transport is kept."""
-        self._post("/_test/config", {"mode": mode, "description": description})
+        /request refused, ``description`` as the detail) | ``http`` (POST /request answers
+        HTTP ``code``, default 500, with ``description`` as the detail) | ``stall`` (POST
+        /request answers only after ``stall`` seconds, default 30; the job is dropped) |
+        ``die_received`` | ``die_running`` (the process exits, the TCP connection drops) |
+        ``shutdown_running`` (RUNNING, then a graceful shutdown: a websocket close frame,
+        exit status -15). Sticky until changed; the result transport and ``/status`` are kept."""
+        payload: dict[str, Any] = {"mode": mode, "description": description}
+        if code is not None:
+            payload["code"] = code
+        if stall is not None:
+            payload["stall"] = stall
+        self._post("/_test/config", payload)
+
+    def set_status_answer(self, code: int | None, detail: str | None = None) -> None:
+        """Make ``GET /status`` answer HTTP ``code`` with ``{"detail": detail}`` (``None``:
+        answer normally again). Sticky until changed; the mode is kept."""
+        self._post("/_test/config", {"status_code": code, "status_detail": detail})
 
     def set_result_transport(self, kind: str) -> None:
         """``inline`` (COMPLETED as a binary frame carrying the blob) or ``url`` (COMPLETED

@@ -55,13 +55,24 @@ Test controls (not part of NDIF):
 ``GET /_test/import/{name}``
     Try ``import name`` in the server process now: ``{"importable": bool, "error": str}``.
 ``POST /_test/config`` (JSON)
-    ``{"mode": "normal" | "error" | "401" | "die_received" | "die_running",
-    "description": str | null, "result": "inline" | "url"}`` -- sticky until changed.
+    ``{"mode": "normal" | "error" | "401" | "http" | "stall" | "die_received" |
+    "die_running" | "shutdown_running", "description": str | null, "code": int,
+    "stall": float, "result": "inline" | "url", "status_code": int | null,
+    "status_detail": str | null}`` -- sticky until changed (a key left out keeps its
+    value).
     ``error``: the job gets RUNNING, then ERROR with ``description``; ``401``: every POST
-    /request is refused; ``die_received``: answer RECEIVED, then the process exits (code
-    75); ``die_running``: send RUNNING on the websocket, then exit.
+    /request is refused; ``http``: every POST /request answers HTTP ``code`` (default 500)
+    with ``{"detail": description}``; ``stall``: POST /request waits ``stall`` seconds
+    (default 30) before answering RECEIVED, and the job is dropped (for a client read
+    timeout shorter than that); ``die_received``: answer RECEIVED, then the process exits
+    (code 75); ``die_running``: send RUNNING on the websocket, then exit (no close frame:
+    the client sees the TCP connection drop); ``shutdown_running``: send RUNNING, then shut
+    down gracefully as on SIGTERM (uvicorn sends each websocket a close frame, code 1012,
+    then the process ends by the SIGTERM: exit status -15). ``status_code``: when set, ``GET /status`` answers that HTTP
+    status with ``{"detail": status_detail}`` (whatever the mode).
 ``POST /_test/reset``
-    Mode back to normal/inline and every counter and log cleared.
+    Mode back to normal/inline, ``/status`` answering normally, and every counter and log
+    cleared.
 """
 
 from __future__ import annotations
@@ -96,6 +107,7 @@ import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -115,9 +127,12 @@ from fastapi.responses import JSONResponse, Response  # noqa: E402
 log = logging.getLogger("ndif-test-server")
 
 DIE_EXIT_CODE = 75
-MODES = ("normal", "error", "401", "die_received", "die_running")
+MODES = ("normal", "error", "401", "http", "stall", "die_received", "die_running",
+         "shutdown_running")
 DEFAULT_ERROR = "Injected failure from the loopback NDIF test server (mode 'error')."
 UNAUTHORIZED = "Invalid API key (loopback NDIF test server in mode '401')."
+HTTP_ERROR = "Injected HTTP error from the loopback NDIF test server (mode 'http')."
+STATUS_ERROR = "Injected /status error from the loopback NDIF test server."
 
 
 def probe_blocked() -> dict[str, str | None]:
@@ -152,6 +167,10 @@ class State:
     allow: list[str] = field(default_factory=list)
     mode: str = "normal"
     description: str | None = None
+    code: int = 500
+    stall: float = 30.0
+    status_code: int | None = None
+    status_detail: str | None = None
     result_transport: str = "inline"
     counters: dict[str, int] = field(default_factory=dict)
     requests_log: list[dict] = field(default_factory=list)
@@ -164,6 +183,7 @@ class State:
 
     def reset(self) -> None:
         self.mode, self.description, self.result_transport = "normal", None, "inline"
+        self.code, self.stall, self.status_code, self.status_detail = 500, 30.0, None, None
         self.counters = {k: 0 for k in ("requests", "accepted", "rejected", "completed", "errors")}
         self.requests_log.clear()
         self.ws_headers.clear()
@@ -309,6 +329,20 @@ async def drain_and_die(session_id: str | None) -> None:
     os._exit(DIE_EXIT_CODE)
 
 
+async def drain_and_shut_down(session_id: str | None) -> None:
+    """Let queued websocket frames go out, then shut down as on SIGTERM: uvicorn closes
+    every websocket with a close frame (1012, service restart), then re-raises the signal
+    (the process ends with status -15)."""
+    queue = STATE.sessions.get(session_id) if session_id else None
+    for _ in range(50):
+        if queue is None or queue.empty():
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    log.warning("shutting down on purpose (mode %s)", STATE.mode)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def worker() -> None:
     loop = asyncio.get_running_loop()
     while True:
@@ -317,6 +351,9 @@ async def worker() -> None:
             await emit(job, "RUNNING", "Your job has started running.")
             if STATE.mode == "die_running":
                 await drain_and_die(job.session_id)
+            if STATE.mode == "shutdown_running":
+                await drain_and_shut_down(job.session_id)
+                continue
             if STATE.mode == "error":
                 STATE.counters["errors"] += 1
                 await emit(job, "ERROR", STATE.description or DEFAULT_ERROR)
@@ -403,6 +440,10 @@ async def post_request(request: Request, background: BackgroundTasks) -> Any:
     if STATE.mode == "401":
         STATE.counters["rejected"] += 1
         return JSONResponse(status_code=401, content={"detail": STATE.description or UNAUTHORIZED})
+    if STATE.mode == "http":
+        STATE.counters["rejected"] += 1
+        return JSONResponse(status_code=STATE.code,
+                            content={"detail": STATE.description or HTTP_ERROR})
 
     job = Job(id=uuid.uuid4().hex, session_id=meta.session_id, model_key=meta.model_key,
               compress=meta.compress, env=dict(meta.env), blob=blob)
@@ -411,6 +452,9 @@ async def post_request(request: Request, background: BackgroundTasks) -> Any:
     received = response(job, "RECEIVED", "Your job has been received and is waiting to be "
                         "processed.")
     job.last = received.model_dump_json()
+    if STATE.mode == "stall":
+        await asyncio.sleep(STATE.stall)  # the client gave up meanwhile: drop the job
+        return Response(content=job.last, media_type="application/json")
     if STATE.mode == "die_received":
         background.add_task(drain_and_die, None)
     else:
@@ -443,6 +487,9 @@ async def ping() -> Any:
 @app.get("/status")
 async def status() -> Any:
     """What NDIF's ``/status`` reports, for the models this server has loaded (RUNNING)."""
+    if STATE.status_code is not None:
+        return JSONResponse(status_code=STATE.status_code,
+                            content={"detail": STATE.status_detail or STATUS_ERROR})
     deployments = {}
     for key in STATE.models:
         info = json.loads(key.split(":", 1)[1])
@@ -490,11 +537,21 @@ async def config(request: Request) -> Any:
     body = await request.json()
     mode = body.get("mode", STATE.mode)
     transport = body.get("result", STATE.result_transport)
-    if mode not in MODES or transport not in ("inline", "url"):
+    code = body.get("code", STATE.code)
+    stall = body.get("stall", STATE.stall)
+    status_code = body.get("status_code", STATE.status_code)
+    if (mode not in MODES or transport not in ("inline", "url")
+            or not (isinstance(code, int) and 100 <= code <= 599)
+            or not (isinstance(stall, (int, float)) and stall >= 0)
+            or not (status_code is None or (isinstance(status_code, int)
+                                            and 100 <= status_code <= 599))):
         return JSONResponse(status_code=400, content={"detail": f"bad config {body!r}"})
     STATE.mode, STATE.result_transport = mode, transport
-    STATE.description = body.get("description")
-    return {"mode": STATE.mode, "result": STATE.result_transport}
+    STATE.code, STATE.stall, STATE.status_code = code, float(stall), status_code
+    STATE.description = body.get("description", STATE.description)
+    STATE.status_detail = body.get("status_detail", STATE.status_detail)
+    return {"mode": STATE.mode, "result": STATE.result_transport, "code": STATE.code,
+            "stall": STATE.stall, "status_code": STATE.status_code}
 
 
 @app.post("/_test/reset")

@@ -9,7 +9,7 @@ package supplies:
     dataset through the subject -- locally, or through NDIF for a remote subject (one
     request per harvest batch) -- and every later epoch, run or provider reads the cache.
     :func:`split_dataset` holds texts out for the evaluator.
-:func:`evaluator` (:mod:`.evaluator`)
+:func:`evaluator` (:mod:`.evaluation`)
     an ``Evaluator``, ``(sae, data_provider, activation_scaler) -> dict[str, float]``,
     which SAELens calls every ``wandb_log_frequency * eval_every_n_wandb_logs`` steps
     when ``cfg.logger.log_to_wandb`` is on, and logs with ``wandb.log``. Its metrics are
@@ -21,9 +21,7 @@ package supplies:
 Everything runs on any subject: ``subject`` and ``dataset`` may be specs
 (``"hf:DIR"``, ``"zoo:stories:200"``) or objects.
 
-The package attribute ``evaluator`` is the function, which shadows the submodule of the
-same name: import the module's contents with ``from mi_ideas.integrations.sae_lens.evaluator
-import ...``. ``explained_variance`` and ``row_mask`` are :mod:`mi_ideas.metrics`'s,
+``explained_variance`` and ``row_mask`` are :mod:`mi_ideas.metrics`'s,
 re-exported here for compatibility.
 """
 
@@ -31,7 +29,7 @@ from __future__ import annotations
 
 # importing .metrics registers the built-in metrics in METRICS
 from mi_ideas.integrations.sae_lens import metrics as _builtin_metrics  # noqa: F401
-from mi_ideas.integrations.sae_lens.evaluator import (
+from mi_ideas.integrations.sae_lens.evaluation import (
     DEFAULT_IDEAS,
     DEFAULT_METRICS,
     METRICS,

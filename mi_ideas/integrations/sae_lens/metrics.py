@@ -1,5 +1,5 @@
 """The built-in evaluator metrics, registered in
-:data:`~mi_ideas.integrations.sae_lens.evaluator.METRICS` when the package is imported.
+:data:`~mi_ideas.integrations.sae_lens.evaluation.METRICS` when the package is imported.
 
 Keys are prefixed (``mi_ideas/`` by default); "eval set" is the evaluator's fixed set of
 held-out activations, x̂ the SAE's reconstruction in the model's own units (SAELens's
@@ -40,7 +40,7 @@ activation scaler undone), x̄ the eval set's mean.
 
 from __future__ import annotations
 
-from mi_ideas.integrations.sae_lens.evaluator import EvalContext, register_metric
+from mi_ideas.integrations.sae_lens.evaluation import EvalContext, register_metric
 from mi_ideas.metrics import explained_variance
 
 __all__: list[str] = []  # nothing to import: the metrics are reached through METRICS

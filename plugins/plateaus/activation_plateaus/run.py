@@ -6,16 +6,21 @@ from typing import Any
 
 import torch
 
+from mi_ideas import IdeaResult, RunContext
 from mi_ideas.dictionaries import site_of
 from mi_ideas.errors import UsageError
-from mi_ideas import IdeaResult, RunContext
-from mi_ideas.sweep import CleanRun, clean_run, rebase, sweep
 
-from . import directions as dirs
-from .ap_config import PlateauConfig
-from .metrics import first_crossing, ks_distance, sharpness
+from ..common import directions as dirs
+from ..common.curves import DEFINITIONS as D, first_crossing, ks_distance, sharpness
+from ..common.sweep import CleanRun, clean_run, rebase, sweep
+from .config import PlateauConfig
 
 SAE_FAMILIES = {"sae_latent", "sae_synthetic"}
+
+# What this idea adds to the family's shared definitions (common/curves.py).
+RELATIVE = "; relative steps: α = 0..1 along the path from x to its target"
+CROSSING = (D["crossing"] + "; threshold kl_threshold; absolute steps: step k is k · "
+            "abs_max_distance / (n_steps − 1) median real-pair distances from x")
 
 
 def prompts(ctx: RunContext, n: int, tokens: int, offset: int = 0) -> Any:
@@ -52,7 +57,7 @@ def _sae_at(ctx: RunContext, site: str) -> Any:
     return None
 
 
-def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> IdeaResult:
+def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
     subject, gen = ctx.subject, ctx.generator
     site = subject.site(config.site).name
     if subject.site(site).kind != "resid_pre":
@@ -66,13 +71,9 @@ def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> 
 
     ref = prompts(ctx, config.n_prompts, config.prompt_tokens)
     pool_batch = prompts(ctx, config.n_pool, config.prompt_tokens, offset=config.n_prompts * 2)
-    metrics: dict[str, float] = {}
-    defs: dict[str, str] = {}
-    details: dict[str, Any] = {"families": families, "site": site, "skipped_families": skipped}
-
-    def put(name: str, value: float, definition: str) -> None:
-        metrics[name] = float(value)
-        defs[name] = definition
+    result = IdeaResult(details={"families": families, "site": site,
+                                "skipped_families": skipped})
+    details = result.details
 
     layer_sites = [subject.site(f"resid_pre.{layer}").name for layer in config.layers]
     pool_acts = pool_activations(subject, pool_batch, list(dict.fromkeys([site, *layer_sites])))
@@ -109,21 +110,25 @@ def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> 
             curves[fam] = {"steps": res.steps.tolist(),
                            "l2": _bands(res.l2 / res.l2[..., -1:].clamp_min(1e-12)),
                            "kl": _bands(res.kl)}
-            put(f"{fam}.sharpness_median", s_l2.median(), definitions["sharpness"] + "; median")
-            put(f"{fam}.sharpness_kl_median", s_kl.median(), definitions["sharpness_kl"] + "; median")
-            put(f"{fam}.max_slope_step_median", where.median(), definitions["max_slope_step"] + "; median")
+            result.add(f"{fam}.sharpness_median", s_l2.median(),
+                       D["sharpness_l2"] + RELATIVE + "; median")
+            result.add(f"{fam}.sharpness_kl_median", s_kl.median(),
+                       D["sharpness_kl"] + RELATIVE + "; median")
+            result.add(f"{fam}.max_slope_step_median", where.median(),
+                       D["max_slope_step"] + "; L2 read-out" + RELATIVE + "; median")
             ctx.artifacts.save_tensors(f"relative_{fam}", {"kl": res.kl, "l2": res.l2, "steps": res.steps})
         if "absolute" in config.step_modes:
             res = run_family(clean, site, fam, "absolute", pool, sae)
             cross = first_crossing(res.kl, config.kl_threshold).float().flatten()
             crossings[fam] = cross
-            put(f"{fam}.crossing_median", cross.median(), definitions["crossing"] + "; median")
-            put(f"{fam}.crossing_mean", cross.mean(), definitions["crossing"] + "; mean")
+            result.add(f"{fam}.crossing_median", cross.median(), CROSSING + "; median")
+            result.add(f"{fam}.crossing_mean", cross.mean(), CROSSING + "; mean")
             ctx.artifacts.save_tensors(f"absolute_{fam}", {"kl": res.kl, "l2": res.l2, "steps": res.steps})
     names = list(sharp)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            put(f"ks.sharpness.{a}.{b}", ks_distance(sharp[a], sharp[b]), definitions["ks"])
+            result.add(f"ks.sharpness.{a}.{b}", ks_distance(sharp[a], sharp[b]),
+                       D["ks"] + f" between the L2 sharpness distributions of {a} and {b}")
     details["curves"] = curves
 
     # -- control: the same architecture, re-initialised ---------------------------------
@@ -138,11 +143,14 @@ def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> 
         res = sweep(fresh, fresh_clean, site, t, torch.linspace(0, 1, config.n_steps),
                     kind="target", rows_per_forward=config.rows_per_forward)
         s_fresh, _ = sharpness(res.l2, res.steps)
-        put("reinit.real.sharpness_median", s_fresh.median(),
-            definitions["sharpness"] + "; median, same architecture re-initialised (control)")
+        result.add("reinit.real.sharpness_median", s_fresh.median(),
+                   D["sharpness_l2"] + RELATIVE + "; real targets; median, same architecture "
+                   "re-initialised (control)")
         sharp["reinit real"] = s_fresh.flatten()
         if "real" in sharp:
-            put("ks.sharpness.real.reinit", ks_distance(sharp["real"], s_fresh), definitions["ks"])
+            result.add("ks.sharpness.real.reinit", ks_distance(sharp["real"], s_fresh),
+                       D["ks"] + " between the L2 sharpness distributions of real targets on "
+                       "the trained and on the re-initialised model")
 
     # -- real bases vs Gaussian-sampled bases --------------------------------------------
     if config.compare_bases:
@@ -153,10 +161,10 @@ def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> 
             res = sweep(subject, base, site, d, steps, kind="direction",
                         rows_per_forward=config.rows_per_forward)
             cross = first_crossing(res.kl, config.kl_threshold).float()
-            put(f"bases.{label}.crossing_median", cross.median(),
-                definitions["crossing"] + f"; isotropic directions from {label} bases; median")
-            put(f"bases.{label}.crossing_mean", cross.mean(),
-                definitions["crossing"] + f"; isotropic directions from {label} bases; mean")
+            result.add(f"bases.{label}.crossing_median", cross.median(),
+                       CROSSING + f"; isotropic directions from {label} bases; median")
+            result.add(f"bases.{label}.crossing_mean", cross.mean(),
+                       CROSSING + f"; isotropic directions from {label} bases; mean")
 
     # -- regions through layers ----------------------------------------------------------
     per_layer = []
@@ -177,25 +185,26 @@ def run(ctx: RunContext, config: PlateauConfig, definitions: dict[str, str]) -> 
                       rows_per_forward=config.rows_per_forward)
             row[f"{fam}_crossing"] = float(first_crossing(r.kl, config.kl_threshold).float().median())
         per_layer.append(row)
-        put(f"layer{layer}.real.sharpness_median", row["real_sharpness"],
-            definitions["sharpness"] + f"; median at resid_pre.{layer}")
-        put(f"layer{layer}.crossing_ratio_iso_real", row["isotropic_crossing"] / max(row["real_crossing"], 1),
-            "median crossing step along isotropic directions / along real directions at this layer "
-            "(> 1: real directions leave the plateau sooner)")
+        result.add(f"layer{layer}.real.sharpness_median", row["real_sharpness"],
+                   D["sharpness_l2"] + RELATIVE + f"; real targets; median at resid_pre.{layer}")
+        result.add(f"layer{layer}.crossing_ratio_iso_real",
+                   row["isotropic_crossing"] / max(row["real_crossing"], 1),
+                   "median crossing step along isotropic directions / along real directions at "
+                   "this layer (> 1: real directions leave the plateau sooner); " + CROSSING)
     details["per_layer"] = per_layer
 
     # -- steering through the plateau lens -----------------------------------------------
     if config.steering:
-        _steering(ctx, config, subject, clean, site, pool, unit_len, put, definitions, details)
+        _steering(ctx, config, subject, clean, site, pool, unit_len, result)
 
     # -- SAE reconstructions -------------------------------------------------------------
     if config.sae_reconstruction and sae is not None:
-        _reconstruction(config, subject, clean, site, sae, gen, put, details)
+        _reconstruction(config, subject, clean, site, sae, gen, result)
 
-    from . import ap_figures
+    from .figures import save_all
 
-    ap_figures.save_all(ctx, details, sharp, crossings)
-    return IdeaResult(metrics=metrics, definitions=defs, details=details)
+    save_all(ctx, details, sharp, crossings)
+    return result
 
 
 def _bands(x: Any) -> dict[str, list[float]]:
@@ -205,7 +214,7 @@ def _bands(x: Any) -> dict[str, list[float]]:
 
 
 def _steering(ctx: RunContext, config: PlateauConfig, subject: Any, clean: CleanRun, site: str,
-              pool: Any, unit_len: float, put: Any, definitions: dict, details: dict) -> None:
+              pool: Any, unit_len: float, result: IdeaResult) -> None:
     from mi_ideas import load_dataset
 
     ladder = load_dataset("template:intensity_ladder")
@@ -224,17 +233,17 @@ def _steering(ctx: RunContext, config: PlateauConfig, subject: Any, clean: Clean
                   rows_per_forward=config.rows_per_forward)
     cs = first_crossing(res_s.kl, config.kl_threshold).float()
     cr = first_crossing(res_r.kl, config.kl_threshold).float()
-    put("steering.crossing_median", cs.median(),
-        definitions["crossing"] + "; along the happy−sad steering vector; median")
-    put("steering.real.crossing_median", cr.median(),
-        definitions["crossing"] + "; along real directions, same step lengths; median")
-    put("steering.sharpness_median", sharpness(res_s.kl, steps)[0].median(),
-        definitions["sharpness_kl"] + "; along the steering vector; median")
-    details["steering_norm"] = float(v.norm())
+    result.add("steering.crossing_median", cs.median(),
+               CROSSING + "; along the happy−sad steering vector; median")
+    result.add("steering.real.crossing_median", cr.median(),
+               CROSSING + "; along real directions, same step lengths; median")
+    result.add("steering.sharpness_median", sharpness(res_s.kl, steps)[0].median(),
+               D["sharpness_kl"] + "; along the steering vector, absolute steps; median")
+    result.details["steering_norm"] = float(v.norm())
 
 
 def _reconstruction(config: PlateauConfig, subject: Any, clean: CleanRun, site: str, sae: Any,
-                    gen: Any, put: Any, details: dict) -> None:
+                    gen: Any, result: IdeaResult) -> None:
     from mi_ideas.subject import Intervention, StatsRequest
 
     with torch.no_grad():
@@ -248,12 +257,12 @@ def _reconstruction(config: PlateauConfig, subject: Any, clean: CleanRun, site: 
     iso = iso / iso.norm(dim=-1, keepdim=True) * err[:, None, None]
     res = sweep(subject, clean, site, iso, torch.tensor([0.0, 1.0]), kind="direction")
     kl_iso = res.kl[..., 1].median(dim=1).values
-    put("sae_recon.kl_median", kl_hat.median(),
-        "KL(clean ‖ x replaced by the SAE reconstruction x̂), last position; median")
-    put("sae_recon.iso_kl_median", kl_iso.median(),
-        "KL after an isotropic step of length ‖x − x̂‖ (control); median over prompts")
-    put("sae_recon.in_plateau_fraction", (kl_hat < config.kl_threshold).float().mean(),
-        "fraction of prompts whose x̂ stays below kl_threshold (inside x's plateau)")
-    put("sae_recon.relative_error_median", (err / clean.x.norm(dim=-1)).median(),
-        "‖x − x̂‖ / ‖x‖; median")
-    details["sae_recon"] = {"kl": kl_hat.tolist(), "iso_kl": kl_iso.tolist()}
+    result.add("sae_recon.kl_median", kl_hat.median(),
+               "KL(clean ‖ x replaced by the SAE reconstruction x̂), last position; median")
+    result.add("sae_recon.iso_kl_median", kl_iso.median(),
+               "KL after an isotropic step of length ‖x − x̂‖ (control); median over prompts")
+    result.add("sae_recon.in_plateau_fraction", (kl_hat < config.kl_threshold).float().mean(),
+               "fraction of prompts whose x̂ stays below kl_threshold (inside x's plateau)")
+    result.add("sae_recon.relative_error_median", (err / clean.x.norm(dim=-1)).median(),
+               "‖x − x̂‖ / ‖x‖; median")
+    result.details["sae_recon"] = {"kl": kl_hat.tolist(), "iso_kl": kl_iso.tolist()}

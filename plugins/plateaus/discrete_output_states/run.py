@@ -1,7 +1,7 @@
 """The discrete-output-states experiment: clean forwards, clustering, probes, pair sweeps.
 
 Every model call goes through the subject (``Subject.forward``) or the shared sweep engine
-(:func:`mi_ideas.sweep.sweep`), so the idea runs remotely as well as locally.
+(:func:`..common.sweep.sweep`), so the idea runs remotely as well as locally.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import numpy as np
 import torch
 
 from mi_ideas.errors import UsageError
-from mi_ideas.sweep import CleanRun, clean_run, sweep
+from mi_ideas.metrics import kl_divergence
 
-from . import dos_cluster as dc
-from .discrete_output_states import DiscreteOutputStatesConfig, DiscreteOutputStatesResult
-from .metrics import first_crossing, ks_distance, sharpness
+from ..common.curves import DEFINITIONS as D, first_crossing, ks_distance, sharpness
+from ..common.sweep import CleanRun, clean_run, sweep
+from . import cluster as dc
+from .config import DiscreteOutputStatesConfig
+from .result import DiscreteOutputStatesResult
 
 #: The interpolation paths swept from each reference prompt, in order.
 PATHS = ("within", "across", "within_far", "null_within", "null_across")
@@ -29,13 +31,6 @@ PATH_DESCRIPTIONS = {
                    "relabelling with the same cluster sizes)",
     "null_across": "towards a prompt in a different cluster of the null partition",
 }
-
-SHARPNESS_DEF = (
-    "median over pairs of sharpness = max over steps of the finite-difference slope of "
-    "f(alpha) = d(alpha)/d(1) along the interpolation (1 = linear response; a smooth KL "
-    "curve, quadratic near 0, gives about 2; a plateau followed by a jump gives >> 1)"
-)
-
 
 def _pick(labels: np.ndarray, i: int, same: bool, rng: np.random.Generator) -> int:
     """A random prompt in the same (or another) cluster as ``i``, never ``i``; -1 if none."""
@@ -74,12 +69,6 @@ def _subset(clean: CleanRun, idx: Any) -> CleanRun:
     b = clean.batch
     return CleanRun(batch=Batch(b.input_ids[idx], b.attention_mask[idx]), resid=clean.resid[idx],
                     x=clean.x[idx], logprobs=clean.logprobs[idx], final=clean.final[idx])
-
-
-def _kl_rows(lp: torch.Tensor, a: np.ndarray, b: np.ndarray) -> torch.Tensor:
-    """KL(p_a || p_b) in nats between clean next-token distributions, row by row."""
-    pa, pb = lp[torch.as_tensor(a)], lp[torch.as_tensor(b)]
-    return (pa.exp() * (pa - pb)).sum(-1)
 
 
 def _median(t: Any) -> float:
@@ -146,58 +135,58 @@ def _run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResul
                          "slot_values": slots,
                          "example": texts[int(np.flatnonzero(labels == c)[0])]})
 
-    metrics: dict[str, float] = {}
-    defs: dict[str, str] = {}
-
-    def put(name: str, value: Any, definition: str) -> None:
-        metrics[name] = float(value)
-        defs[name] = definition
-
-    put("n_prompts", n, "prompts of the template family used (last position of each)")
-    put("k", k, f"number of output states chosen by the {cfg.criterion} criterion "
-        + (f"(k in {sel.ks[0]}..{sel.ks[-1]} with the largest mean silhouette; k = 1 when "
-           f"that silhouette is below min_silhouette = {cfg.min_silhouette})"
-           if cfg.criterion == "silhouette" else
-           f"(smallest k in 1..{sel.gap_ks[-1]} with Gap(k) >= Gap(k+1) - s(k+1), "
-           f"{cfg.gap_references} uniform PCA-box references)")
-        + f" on {cfg.representation} clustering of the next-token distributions")
-    put("best_silhouette", sel.best_silhouette,
-        "largest mean silhouette over the k tried (s(i) = (b - a) / max(a, b), a = mean "
-        "distance of row i to its own cluster, b = to the nearest other cluster; distance "
-        f"of the {cfg.representation} representation); in [-1, 1], > 0.7 strong structure")
+    result = DiscreteOutputStatesResult(k=k)
+    result.add("n_prompts", n, "prompts of the template family used (last position of each)")
+    how_k = (f"(k in {sel.ks[0]}..{sel.ks[-1]} with the largest mean silhouette; k = 1 when "
+             f"that silhouette is below min_silhouette = {cfg.min_silhouette})"
+             if cfg.criterion == "silhouette" else
+             f"(smallest k in 1..{sel.gap_ks[-1]} with Gap(k) >= Gap(k+1) - s(k+1), "
+             f"{cfg.gap_references} uniform PCA-box references)")
+    result.add("k", k, f"number of output states chosen by the {cfg.criterion} criterion "
+               f"{how_k} on {cfg.representation} clustering of the next-token distributions")
+    result.add("best_silhouette", sel.best_silhouette,
+               "largest mean silhouette over the k tried (s(i) = (b - a) / max(a, b), a = mean "
+               "distance of row i to its own cluster, b = to the nearest other cluster; "
+               f"distance of the {cfg.representation} representation); in [-1, 1], > 0.7 "
+               "strong structure")
     if k >= 2 and k in sel.ks:
-        put("silhouette_at_k", sel.silhouette[sel.ks.index(k)], "mean silhouette at the chosen k")
+        result.add("silhouette_at_k", sel.silhouette[sel.ks.index(k)],
+                   "mean silhouette at the chosen k")
     if sel.gap:
-        put("gap_at_k", sel.gap[k - 1], "gap statistic Gap(k) = E*[log W_k] - log W_k at the "
-            "chosen k (W_k = k-means within-cluster sum of squares; E* over uniform "
-            "references in the data's principal-axes box); > 0 means tighter than uniform")
-    put("k_at_upper_bound", float(sel.at_upper_bound),
-        "1 if the chosen k is k_max (the curve may still rise: widen the range), else 0")
+        result.add("gap_at_k", sel.gap[k - 1],
+                   "gap statistic Gap(k) = E*[log W_k] - log W_k at the chosen k (W_k = "
+                   "k-means within-cluster sum of squares; E* over uniform references in the "
+                   "data's principal-axes box); > 0 means tighter than uniform")
+    result.add("k_at_upper_bound", float(sel.at_upper_bound),
+               "1 if the chosen k is k_max (the curve may still rise: widen the range), else 0")
     if k >= 2:
-        put("cluster_stability_ari", dc.stability(
+        stability = dc.stability(
             logprobs.numpy(), labels, representation=cfg.representation,
             floor=cfg.logprob_floor, n_resamples=cfg.stability_resamples, seed=seed,
-            n_init=cfg.kmeans_restarts),
-            f"mean adjusted Rand index between the clustering and re-clusterings (same k) of "
-            f"{cfg.stability_resamples} random 80% subsets of the prompts (1 = the same states "
-            f"on every subset)")
-    put("largest_cluster_fraction", sizes.max() / n, "fraction of prompts in the largest cluster")
+            n_init=cfg.kmeans_restarts)
+        result.add("cluster_stability_ari", stability,
+                   f"mean adjusted Rand index between the clustering and re-clusterings (same "
+                   f"k) of {cfg.stability_resamples} random 80% subsets of the prompts (1 = the "
+                   f"same states on every subset)")
+    result.add("largest_cluster_fraction", sizes.max() / n,
+               "fraction of prompts in the largest cluster")
     mean_h = float(np.mean(np.linalg.norm(
         np.sqrt(np.exp(logprobs.numpy())) - np.sqrt(centroids[labels]), axis=1) / np.sqrt(2)))
-    put("within_cluster_hellinger", mean_h,
-        "mean Hellinger distance H(p, q) = ||sqrt p - sqrt q|| / sqrt 2 (in [0, 1]) of each "
-        "prompt's next-token distribution to its cluster's centre distribution")
+    result.add("within_cluster_hellinger", mean_h,
+               "mean Hellinger distance H(p, q) = ||sqrt p - sqrt q|| / sqrt 2 (in [0, 1]) of "
+               "each prompt's next-token distribution to its cluster's centre distribution")
     if k >= 2:
         cd = np.linalg.norm(np.sqrt(centroids)[:, None] - np.sqrt(centroids)[None], axis=-1)
         cd = cd / np.sqrt(2)
-        put("between_centroid_hellinger_min", cd[~np.eye(k, dtype=bool)].min(),
-            "smallest Hellinger distance between two cluster centre distributions")
+        result.add("between_centroid_hellinger_min", cd[~np.eye(k, dtype=bool)].min(),
+                   "smallest Hellinger distance between two cluster centre distributions")
     for key, a in align.items():
-        put(f"ami_{key}", a["ami"], f"adjusted mutual information (arithmetic normalisation; "
-            f"0 = chance, 1 = identical partitions) between the clusters and the "
-            f"'{key}' slot label ({int(a['n_values'])} values)")
-        put(f"ari_{key}", a["ari"], f"adjusted Rand index between the clusters and the "
-            f"'{key}' slot label (0 = chance, 1 = identical)")
+        result.add(f"ami_{key}", a["ami"],
+                   f"adjusted mutual information (arithmetic normalisation; 0 = chance, 1 = "
+                   f"identical partitions) between the clusters and the '{key}' slot label "
+                   f"({int(a['n_values'])} values)")
+        result.add(f"ari_{key}", a["ari"], f"adjusted Rand index between the clusters and the "
+                   f"'{key}' slot label (0 = chance, 1 = identical)")
 
     details: dict[str, Any] = {
         "dataset": ds.spec, "site": site.name, "probe_sites": probe_sites,
@@ -217,8 +206,8 @@ def _run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResul
                 "interpolations need two or more states and are skipped.")
         details["skipped"] = "k = 1: no states to probe or interpolate between"
     else:
-        _probe(ctx, cfg, acts, labels, probe_sites, seed, put, details, tensors)
-        _plateaus(ctx, cfg, subject, clean, logprobs, labels, site.name, rng, put, details,
+        _probe(ctx, cfg, acts, labels, probe_sites, seed, result, details, tensors)
+        _plateaus(ctx, cfg, subject, clean, logprobs, labels, site.name, rng, result, details,
                   tensors)
 
     ctx.artifacts.save_tensors("discrete_output_states", tensors,
@@ -227,14 +216,16 @@ def _run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResul
         "k": k, "dataset": ds.spec, "clusters": clusters,
         "prompts": [{"text": t, "cluster": int(c), **{kk: str(v) for kk, v in s.items()}}
                     for t, c, s in zip(texts, labels, slot_labels)]})
-    from .dos_figures import make_figures
+    from .figures import make_figures
 
     make_figures(ctx, details, cfg)
-    return DiscreteOutputStatesResult(metrics=metrics, definitions=defs, details=details, k=k)
+    result.details = details
+    return result
 
 
 def _probe(ctx: Any, cfg: DiscreteOutputStatesConfig, acts: dict, labels: np.ndarray,
-           probe_sites: list[str], seed: int, put: Any, details: dict, tensors: dict) -> None:
+           probe_sites: list[str], seed: int, result: DiscreteOutputStatesResult,
+           details: dict, tensors: dict) -> None:
     rows = []
     for s in ctx.progress(probe_sites, desc="probes"):
         sc = dc.probe_accuracy(acts[s].float().numpy(), labels, folds=cfg.probe_folds,
@@ -242,15 +233,15 @@ def _probe(ctx: Any, cfg: DiscreteOutputStatesConfig, acts: dict, labels: np.nda
         rows.append({"site": s, "accuracy": sc.accuracy, "shuffled": sc.shuffled_mean,
                      "shuffled_std": sc.shuffled_std, "majority": sc.majority})
         key = s.replace(".", "_")
-        put(f"probe_acc_{key}", sc.accuracy,
-            f"held-out accuracy of a logistic-regression probe predicting the output cluster "
-            f"from {s} at the last position ({cfg.probe_folds}-fold stratified "
-            f"cross-validation, standardised features, L2 with C = {cfg.probe_c})")
-        put(f"probe_shuffled_{key}", sc.shuffled_mean,
-            f"control: the same probe at {s} on randomly permuted cluster labels (mean over "
-            f"{cfg.probe_shuffles} permutations); chance for this class balance")
-    put("probe_majority", rows[0]["majority"],
-        "accuracy of always predicting the largest cluster")
+        result.add(f"probe_acc_{key}", sc.accuracy,
+                   f"held-out accuracy of a logistic-regression probe predicting the output "
+                   f"cluster from {s} at the last position ({cfg.probe_folds}-fold stratified "
+                   f"cross-validation, standardised features, L2 with C = {cfg.probe_c})")
+        result.add(f"probe_shuffled_{key}", sc.shuffled_mean,
+                   f"control: the same probe at {s} on randomly permuted cluster labels (mean "
+                   f"over {cfg.probe_shuffles} permutations); chance for this class balance")
+    result.add("probe_majority", rows[0]["majority"],
+               "accuracy of always predicting the largest cluster")
     details["probes"] = rows
     tensors["probe_accuracy"] = torch.tensor([r["accuracy"] for r in rows])
     tensors["probe_shuffled"] = torch.tensor([r["shuffled"] for r in rows])
@@ -258,7 +249,7 @@ def _probe(ctx: Any, cfg: DiscreteOutputStatesConfig, acts: dict, labels: np.nda
 
 def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: CleanRun,
               logprobs: torch.Tensor, labels: np.ndarray, site: str, rng: np.random.Generator,
-              put: Any, details: dict, tensors: dict) -> None:
+              result: DiscreteOutputStatesResult, details: dict, tensors: dict) -> None:
     null_labels = rng.permutation(labels)
     pairs = make_pairs(labels, null_labels, cfg.n_pairs, rng)
     ref = pairs["ref"]
@@ -278,51 +269,55 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
     p = {name: i for i, name in enumerate(PATHS)}
 
     for ro in ("kl", "l2"):
-        what = ("KL(clean || interpolated) of the next-token distribution" if ro == "kl" else
-                "L2 distance of the final residual stream (last position) from the clean run")
         for name in PATHS:
-            put(f"sharpness_{ro}_{name}", _median(sharp[ro][:, p[name]]),
-                f"{SHARPNESS_DEF}; read-out {what}; path {PATH_DESCRIPTIONS[name]}")
-        put(f"ks_{ro}_within_vs_across",
-            ks_distance(sharp[ro][:, p["within"]], sharp[ro][:, p["across"]]),
-            f"two-sample Kolmogorov-Smirnov statistic between the {ro} sharpness of "
-            f"same-cluster and of other-cluster pairs (0 = same distribution, 1 = disjoint)")
-        put(f"ks_{ro}_null", ks_distance(sharp[ro][:, p["null_within"]],
-                                         sharp[ro][:, p["null_across"]]),
-            "control: the same KS statistic for the null partition's same- and "
-            "other-cluster pairs (random clusters of the real sizes); near 0 if cluster "
-            "membership is what matters")
-        put(f"ks_{ro}_across_vs_within_far",
-            ks_distance(sharp[ro][:, p["across"]], sharp[ro][:, p["within_far"]]),
-            f"control: KS statistic between the {ro} sharpness of other-cluster pairs and "
-            f"of distance-matched same-cluster-direction paths")
+            result.add(f"sharpness_{ro}_{name}", _median(sharp[ro][:, p[name]]),
+                       f"median over pairs of {D['sharpness_' + ro]}; path "
+                       f"{PATH_DESCRIPTIONS[name]}")
+        result.add(f"ks_{ro}_within_vs_across",
+                   ks_distance(sharp[ro][:, p["within"]], sharp[ro][:, p["across"]]),
+                   D["ks"] + f" between the {ro} sharpness of same-cluster and of "
+                   f"other-cluster pairs")
+        result.add(f"ks_{ro}_null", ks_distance(sharp[ro][:, p["null_within"]],
+                                                sharp[ro][:, p["null_across"]]),
+                   "control: " + D["ks"] + f" between the {ro} sharpness of the null "
+                   "partition's same- and other-cluster pairs (random clusters of the real "
+                   "sizes); near 0 if cluster membership is what matters")
+        result.add(f"ks_{ro}_across_vs_within_far",
+                   ks_distance(sharp[ro][:, p["across"]], sharp[ro][:, p["within_far"]]),
+                   "control: " + D["ks"] + f" between the {ro} sharpness of other-cluster "
+                   f"pairs and of distance-matched same-cluster-direction paths")
     for name in ("within", "across", "within_far"):
         crossed = cross[:, p[name]] < cfg.n_steps
-        put(f"frac_crossing_{name}", crossed.float().mean(),
-            f"fraction of {name} paths whose KL exceeds kl_threshold = {cfg.kl_threshold} "
-            f"nats anywhere along the path")
+        result.add(f"frac_crossing_{name}", crossed.float().mean(),
+                   f"fraction of {name} paths whose KL exceeds kl_threshold = "
+                   f"{cfg.kl_threshold} nats anywhere along the path")
         a = steps[cross[:, p[name]].clamp(max=cfg.n_steps - 1)][crossed]
-        put(f"crossing_alpha_{name}", _median(a) if len(a) else float("nan"),
-            f"median alpha (0..1) of the first step with KL > {cfg.kl_threshold} nats, over "
-            f"{name} paths that cross (plateau length as a fraction of the path)")
-    kl_w = _kl_rows(logprobs, ref, pairs["within"])
-    kl_a = _kl_rows(logprobs, ref, pairs["across"])
-    put("clean_kl_within", _median(kl_w), "median KL(p_ref || p_partner) in nats between the "
-        "clean next-token distributions of same-cluster pairs")
-    put("clean_kl_across", _median(kl_a), "median KL(p_ref || p_partner) in nats between the "
-        "clean next-token distributions of other-cluster pairs")
-    put("endpoint_kl_across", _median(res.kl[:, p["across"], -1]),
-        f"median KL(clean || alpha = 1) in nats of other-cluster paths: the reference prompt "
-        f"with the partner's {site} activation at the last position (earlier positions "
-        f"unchanged)")
-    put("endpoint_transfer_across", _median(res.kl[:, p["across"], -1] / kl_a.clamp_min(1e-9)),
-        "median over other-cluster pairs of KL(clean || alpha = 1) / KL(p_ref || p_partner): "
-        "about 1 when patching the last position alone carries the partner's output state")
+        result.add(f"crossing_alpha_{name}", _median(a) if len(a) else float("nan"),
+                   f"median alpha (0..1) of the first step with KL > {cfg.kl_threshold} nats, "
+                   f"over {name} paths that cross (plateau length as a fraction of the path)")
+    # KL(p_ref || p_partner) in nats between the clean next-token distributions
+    lp_ref = logprobs[torch.as_tensor(ref)]
+    kl_w = kl_divergence(lp_ref, logprobs[torch.as_tensor(pairs["within"])])
+    kl_a = kl_divergence(lp_ref, logprobs[torch.as_tensor(pairs["across"])])
+    result.add("clean_kl_within", _median(kl_w), "median KL(p_ref || p_partner) in nats "
+               "between the clean next-token distributions of same-cluster pairs")
+    result.add("clean_kl_across", _median(kl_a), "median KL(p_ref || p_partner) in nats "
+               "between the clean next-token distributions of other-cluster pairs")
+    result.add("endpoint_kl_across", _median(res.kl[:, p["across"], -1]),
+               f"median KL(clean || alpha = 1) in nats of other-cluster paths: the reference "
+               f"prompt with the partner's {site} activation at the last position (earlier "
+               f"positions unchanged)")
+    result.add("endpoint_transfer_across",
+               _median(res.kl[:, p["across"], -1] / kl_a.clamp_min(1e-9)),
+               "median over other-cluster pairs of KL(clean || alpha = 1) / KL(p_ref || "
+               "p_partner): about 1 when patching the last position alone carries the "
+               "partner's output state")
     d_w = (t["within"] - xr).norm(dim=-1)
-    put("act_distance_within", _median(d_w), f"median L2 distance at {site} between the "
-        "activations of same-cluster pairs")
-    put("act_distance_across", _median(dist_across), f"median L2 distance at {site} between "
-        "the activations of other-cluster pairs (also the length of the within_far paths)")
+    result.add("act_distance_within", _median(d_w), f"median L2 distance at {site} between "
+               "the activations of same-cluster pairs")
+    result.add("act_distance_across", _median(dist_across), f"median L2 distance at {site} "
+               "between the activations of other-cluster pairs (also the length of the "
+               "within_far paths)")
 
     norm = {ro: (curves / curves[..., -1:].clamp_min(1e-12)) for ro, curves in
             (("kl", res.kl), ("l2", res.l2))}

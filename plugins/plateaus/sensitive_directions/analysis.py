@@ -2,14 +2,15 @@
 
 - **t_cross** (crossing length): the perturbation length t at which KL(clean ‖ perturbed)
   first exceeds the threshold, linearly interpolated between the two grid steps around
-  the first crossing (:func:`.metrics.first_crossing` gives the step); ``inf`` when the
+  the first crossing (:func:`..common.curves.first_crossing` gives the step); ``inf`` when the
   curve never crosses within the grid (censored). Smaller = more sensitive.
 - **curvature**: KL(t_s) / t_s² at the small step t_s (the grid's first nonzero step).
   KL is quadratic near zero for any smooth model, KL ≈ ½ dᵀ F d t² (F the Fisher
   information of the next-token distribution w.r.t. the activation), so this estimates
   ½ dᵀ F d, the small-step sensitivity. Larger = more sensitive.
-- **KS distance**: two-sample Kolmogorov–Smirnov statistic between two families'
-  t_cross samples (censored values sort above every finite one).
+- **KS distance**: the family's shared KS statistic (``DEFINITIONS["ks"]`` in
+  :mod:`..common.curves`) between two families' t_cross samples (censored values sort
+  above every finite one).
 - **AUC** (probability of superiority): P(t_a < t_b) + ½ P(t_a = t_b) over all pairs of
   a path of family a and one of family b (Mann–Whitney U / (n_a n_b)); > 0.5 means a
   crosses earlier (is more sensitive).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .metrics import first_crossing, ks_distance
+from ..common.curves import first_crossing, ks_distance
 
 
 def crossing_t(kl: Any, steps: Any, threshold: float) -> Any:

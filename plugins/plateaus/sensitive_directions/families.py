@@ -1,7 +1,7 @@
 """Direction families of the sensitive-directions idea (pure torch).
 
 Every family gives unit directions ``(n_prompts, n_paths, d)`` at the references ``x``;
-the sweep then perturbs ``x + t·d``. Where :mod:`.directions` already has a family it is
+the sweep then perturbs ``x + t·d``. Where :mod:`..common.directions` has a family it is
 used as is; the families new here are the dead / alive-inactive SAE latents, PCA
 components, the isotropic direction that does *not* subtract x, and the SAE
 reconstruction error.
@@ -26,7 +26,7 @@ from typing import Any
 
 from mi_ideas.errors import UsageError
 
-from .directions import Pool, _unit, directions, sae_directions
+from ..common.directions import Pool, _unit, directions, sae_directions
 
 FAMILIES = ("sae_active", "sae_active_minus", "sae_inactive", "sae_dead", "real", "pca", "cov_random",
             "cov_gauss", "isotropic", "sae_error")

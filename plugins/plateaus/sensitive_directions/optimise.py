@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from mi_ideas.errors import UsageError
+from mi_ideas.metrics import kl_divergence
 
 Readout = Callable[[Any], Any]
 
@@ -83,11 +84,6 @@ def readout_for(subject: Any, batch: Any, site: str, repeats: int = 1) -> Readou
     )
 
 
-def kl_of(ref: Any, lp: Any) -> Any:
-    """KL(ref ‖ lp) per row, both log-probs."""
-    return (ref.exp() * (ref - lp)).sum(-1)
-
-
 def optimise_directions(readout: Readout, x: Any, ref_logprobs: Any, t: float, *,
                         restarts: int, steps: int, lr: float, gen: Any) -> tuple[Any, Any]:
     """Best unit directions ``(n, d)`` and their KL at ``t`` ``(n,)`` after ``steps`` Adam
@@ -102,13 +98,13 @@ def optimise_directions(readout: Readout, x: Any, ref_logprobs: Any, t: float, *
     opt = torch.optim.Adam([v], lr=lr)
     for _ in range(steps):
         u = v / v.norm(dim=-1, keepdim=True)
-        loss = -kl_of(ref, readout(base + t * u)).sum()
+        loss = -kl_divergence(ref, readout(base + t * u)).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
         u = v / v.norm(dim=-1, keepdim=True)
-        kl = kl_of(ref, readout(base + t * u)).reshape(n, restarts)
+        kl = kl_divergence(ref, readout(base + t * u)).reshape(n, restarts)
         best = kl.argmax(-1)
         rows = torch.arange(n) * restarts + best
         return u[rows].detach(), kl[torch.arange(n), best]

@@ -6,8 +6,8 @@ from typing import Any
 
 from mi_ideas.errors import UsageError
 
-from . import sd_analysis as A
-from .sd_families import family_directions, latent_frequency, principal_components, \
+from . import analysis as A
+from .families import family_directions, latent_frequency, principal_components, \
     reconstruction
 
 
@@ -64,10 +64,8 @@ def run(ctx: Any, config: Any) -> Any:
 def _run(ctx: Any, config: Any) -> Any:
     import torch
 
-    from mi_ideas.sweep import clean_run, sweep
-
-    from .directions import Pool
-    from .sensitive_directions import SensitiveDirectionsResult
+    from ..common.directions import Pool
+    from ..common.sweep import clean_run, sweep
 
     subject = ctx.subject
     if config.optimise and getattr(subject, "remote", False):
@@ -130,7 +128,7 @@ def _run(ctx: Any, config: Any) -> Any:
     t_cross = {f: A.crossing_t(kl[f], steps, config.kl_threshold) for f in names}
     curv = {f: A.curvature(kl[f], steps, 1) for f in names}
 
-    from .sd_report import build_result, save_outputs
+    from .report import build_result, save_outputs
 
     result = build_result(config=config, names=names, kl=kl, kl_err=kl_err, t_cross=t_cross,
                           curv=curv, steps=steps, x_norm=x_norm, t_max=t_max, t_small=t_small,
@@ -142,7 +140,7 @@ def _run(ctx: Any, config: Any) -> Any:
                  freq=freq, x_norm=x_norm, opt=opt)
     result.artifacts.update(ctx.artifacts.saved)
     result.figures.update(ctx.artifacts.figures)
-    return SensitiveDirectionsResult(**result.model_dump())
+    return result
 
 
 def _optimise(subject: Any, clean: Any, site: str, x: Any, config: Any, x_norm: float,
@@ -151,7 +149,7 @@ def _optimise(subject: Any, clean: Any, site: str, x: Any, config: Any, x_norm: 
 
     from mi_ideas.errors import RunError
 
-    from .sd_optimise import optimise_directions, readout_for
+    from .optimise import optimise_directions, readout_for
 
     t = config.opt_t_rel * x_norm
     readout = readout_for(subject, clean.batch, site, config.opt_restarts)

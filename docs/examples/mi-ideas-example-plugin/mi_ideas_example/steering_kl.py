@@ -30,7 +30,7 @@ class SteeringKLConfig(IdeaConfig):
         description="Lengths of the added vector, in units of the mean activation norm at the "
         "site; the headline metrics use the last (largest). Length 0 is always run as well.",
     )
-    n_random: int = Field(4, ge=1, le=64, description="Random directions (the control) averaged over.")
+    n_random: int = Field(4, ge=1, le=64, description="Random directions (the control), averaged.")
     n_prompts: int = Field(16, ge=1, description="Texts of the dataset whose last token is scored.")
     batch_size: int = Field(8, ge=1, description="Prompts per forward pass.")
     max_length: int = Field(32, ge=2, description="Tokens per text (harvest and prompts).")
@@ -53,7 +53,8 @@ DEFINITIONS = {
     "kl_ones": "The same KL along the unit all-ones direction: a planted null, 0 up to float "
     "error on a LayerNorm model (LayerNorm removes each token's mean over components).",
     "kl_at_zero": "Largest KL over prompts when a zero vector is added (a planted check: 0).",
-    "activation_norm": "Mean L2 norm of the harvested activations at the site (the unit of length).",
+    "activation_norm": "Mean L2 norm of the harvested activations at the site (the unit of "
+    "length).",
     "mean_norm_fraction": "L2 norm of the mean activation / activation_norm.",
     "n_rows": "Harvested activation rows (token positions, BOS skipped) the mean is taken over.",
 }
@@ -117,21 +118,25 @@ class SteeringKL(Idea):
                             Intervention(site, "add", length * unit * v)])
                         kl[name][i, j, start:stop] = out.stats["kl"].float()
 
+        kl_mean, kl_random = float(kl["mean_direction"][-1].mean()), float(kl["random"][-1].mean())
         result = IdeaResult(details={
             "lengths": lengths,
             "kl_curves": {name: k.mean((1, 2)).tolist() for name, k in kl.items()},
         })
-        result.add("kl_mean_direction", kl["mean_direction"][-1].mean(), DEFINITIONS["kl_mean_direction"])
-        result.add("kl_random", kl["random"][-1].mean(), DEFINITIONS["kl_random"])
-        ratio = result.metrics["kl_mean_direction"] / result.metrics["kl_random"] \
-            if result.metrics["kl_random"] > 0 else float("nan")
-        result.add("kl_ratio_mean_vs_random", ratio, DEFINITIONS["kl_ratio_mean_vs_random"])
-        result.add("kl_ones", kl["ones"][-1].mean(), DEFINITIONS["kl_ones"])
-        result.add("kl_at_zero", max(float(k[0].max()) for k in kl.values()), DEFINITIONS["kl_at_zero"])
-        result.add("activation_norm", unit, DEFINITIONS["activation_norm"])
-        result.add("mean_norm_fraction", mean.norm() / unit, DEFINITIONS["mean_norm_fraction"])
-        result.add("n_rows", acts.n_rows, DEFINITIONS["n_rows"])
-        ctx.artifacts.save_tensors("steering_kl", {**{f"kl_{n}": k for n, k in kl.items()},
-                                                   **{f"dir_{n}": v for n, v in directions.items()}},
+
+        def add(name: str, value) -> None:  # every metric with its definition
+            result.add(name, value, DEFINITIONS[name])
+
+        add("kl_mean_direction", kl_mean)
+        add("kl_random", kl_random)
+        add("kl_ratio_mean_vs_random", kl_mean / kl_random if kl_random > 0 else float("nan"))
+        add("kl_ones", kl["ones"][-1].mean())
+        add("kl_at_zero", max(float(k[0].max()) for k in kl.values()))
+        add("activation_norm", unit)
+        add("mean_norm_fraction", mean.norm() / unit)
+        add("n_rows", acts.n_rows)
+        tensors = {**{f"kl_{n}": k for n, k in kl.items()},
+                   **{f"dir_{n}": v for n, v in directions.items()}}
+        ctx.artifacts.save_tensors("steering_kl", tensors,
                                    {"site": site, "kl": "KL(clean || steered), nats, last token"})
         return result

@@ -35,19 +35,23 @@ def test_planted_checks_and_the_mean_direction_against_its_control(run_idea):
         assert curves[name][0] == pytest.approx(0.0, abs=1e-6)
         assert curves[name] == sorted(curves[name]), name
     # The finding on the zoo model: the mean direction moves the output more than a random
-    # direction of the same norm (about 2x at length 2; seeds 0-3 give 1.7-3.0).
+    # direction of the same norm (2.6x at seed 0; seeds 0-3 give 2.0-2.8).
     assert m["kl_ratio_mean_vs_random"] > 1.3
     assert m["n_rows"] > 1000 and 0 < m["mean_norm_fraction"] < 1
     # ctx.log went to log.txt in the run directory.
     assert "resid_pre.2" in (record.path / "log.txt").read_text()
 
 
-def test_the_mean_direction_is_the_mean_of_the_datasets_token_activations(run_idea):
-    """Recompute the mean at resid_pre.2 with subject.activations (every real token but BOS)."""
+def test_direction_and_kl_recomputed_independently(run_idea):
+    """Recompute the mean at resid_pre.2 with subject.activations (every real token but BOS),
+    and one steered KL by hand from log-probabilities."""
     import torch
 
+    from mi_ideas.subject import Intervention
+
     record = run_idea("example-steering-kl", **SMALL)
-    saved = record.load_artifact("steering_kl")["dir_mean_direction"][0]
+    saved = record.load_artifact("steering_kl")
+    direction = saved["dir_mean_direction"][0]
 
     subject = mi_ideas.load_subject("zoo:stories-gpt2")
     texts = mi_ideas.load_dataset("zoo:stories:64", seed=0).texts
@@ -59,8 +63,17 @@ def test_the_mean_direction_is_the_mean_of_the_datasets_token_activations(run_id
         rows.append(subject.activations(batch, ["resid_pre.2"], positions=mask)["resid_pre.2"])
     x = torch.cat(rows)
     assert len(x) == record.result.metrics["n_rows"]
-    assert torch.nn.functional.cosine_similarity(saved, x.mean(0), dim=0) > 0.9999
-    assert record.result.metrics["activation_norm"] == pytest.approx(float(x.norm(dim=1).mean()), rel=1e-4)
+    assert torch.nn.functional.cosine_similarity(direction, x.mean(0), dim=0) > 0.9999
+    unit = float(x.norm(dim=1).mean())
+    assert record.result.metrics["activation_norm"] == pytest.approx(unit, rel=1e-4)
+
+    # KL(clean || steered) at the last token of the first 4 prompts, mean direction, length 2.
+    batch = subject.tokenize(texts[:4], max_length=32)
+    clean = subject.logprobs(batch)
+    steered = subject.logprobs(batch, interventions=[
+        Intervention("resid_pre.2", "add", 2.0 * unit * direction)])
+    by_hand = (clean.exp() * (clean - steered)).sum(-1)
+    assert torch.allclose(saved["kl_mean_direction"][-1, 0, :4], by_hand, rtol=1e-3, atol=1e-5)
 
 
 def test_remote_rehearsal_gives_the_local_numbers(mi_ideas_host, tmp_path, monkeypatch):
@@ -95,3 +108,21 @@ def test_harvest_without_uses_data_is_refused_when_the_idea_registers():
     assert "example-no-data" not in host.ideas
     info = host.plugins["no-data"]
     assert info.status == "failed" and "uses_data = True" in info.error
+
+
+def test_the_code_shown_in_writing_a_plugin_is_this_code():
+    """docs/writing-a-plugin.md shows this idea's config and class body; they must be copies."""
+    import re
+    from pathlib import Path
+
+    import mi_ideas_example.steering_kl as module
+
+    doc = Path(__file__).resolve().parents[3] / "writing-a-plugin.md"
+    if not doc.is_file():
+        pytest.skip("the example package was copied out of the mi-ideas repository")
+    source = Path(module.__file__).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    shown = [b for b in blocks if "SteeringKLConfig" in b]
+    assert len(shown) == 2
+    for block in shown:
+        assert block in source, block.splitlines()[0]
