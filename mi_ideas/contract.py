@@ -159,7 +159,9 @@ class Idea:
         anything: a list of :class:`MemoryItem` (sizes from the config and, for ideas that
         study a model, ``subject.d_model`` / ``n_layers`` / ``d_vocab``). The host refuses a
         config whose total exceeds the memory budget (``--memory-budget``), with these
-        items in the message. ``None`` means no estimate (the run is not checked).
+        items in the message. ``None`` means no estimate (the run is not checked). An
+        estimate whose sizes grow with the data may take a third parameter, ``dataset``
+        (the run's :class:`mi_ideas.data.Dataset`, or None).
         """
         return None
 

@@ -178,3 +178,22 @@ def test_config_is_frozen_and_documented():
     with pytest.raises(ValidationError):
         cfg.task = "tms"
     assert all(f.description for f in CisConfig.model_fields.values())
+
+
+def test_memory_estimate_refuses_an_exploding_config_before_any_work(tmp_path):
+    import mi_ideas
+    from mi_ideas.errors import UsageError
+    from mi_ideas_plugins.cis_toy_model.config import CisConfig
+    from mi_ideas_plugins.cis_toy_model.idea import CisToyModel
+
+    for task in ("u-and", "compressed-computation", "tms"):
+        items = CisToyModel.estimate_memory(CisConfig(task=task))
+        assert 0 < sum(i.bytes for i in items) < 2**30  # the defaults are small
+    # 2000 features: ~2M gates; one training batch's read-out alone is 512 x 2M floats
+    big = CisConfig(uand_n_features=2000)
+    total = sum(i.bytes for i in CisToyModel.estimate_memory(big))
+    assert total >= 512 * (2000 * 1999 // 2) * 4
+    with pytest.raises(UsageError, match=r"GiB at its peak.*Lower .*uand_n_gates"):
+        mi_ideas.run("cis-toy-model", uand_n_features=2000, memory_budget="4GB", out=tmp_path,
+                     quiet=True)
+    assert not (tmp_path / "cis-toy-model").exists()

@@ -70,7 +70,7 @@ def execute(
     # spec is a usage error that writes nothing.
     inputs = resolve_inputs(idea_cls, host, model=model, saes=saes, data=data,
                             remote=remote, seed=seed)
-    estimate = check_memory(idea_cls, config, inputs.subject, memory_budget)
+    estimate = check_memory(idea_cls, config, inputs.subject, memory_budget, inputs.dataset)
 
     started = utc_now()
     root = Path(out) if out is not None else default_runs_dir()
@@ -140,7 +140,7 @@ def _resume_locked(run_dir: str | Path, host: Any, quiet: bool, command: list[st
         data=data if data is not None else recorded_data,
         remote=remote if remote is not None else recorded_remote,
     )
-    check_memory(idea_cls, old.config, inputs.subject, memory_budget)
+    check_memory(idea_cls, old.config, inputs.subject, memory_budget, inputs.dataset)
     attempt = {k: prov.get(k) for k in ("started_at", "finished_at", "status", "error",
                                         "wall_time_s")}
     if attempt["status"] == "running":  # its writer died without a word (we hold the lock)
@@ -185,7 +185,7 @@ def _run_in(record: RunRecord, idea_cls: Any, inputs: "RunInputs", host: Any,
         _finish(record, t0, "failed", error=message, tb=traceback.format_exc())
         _notify_finished(host, record, None)
         raise RunError(
-            f"run of {idea_name!r} failed: {message}. The run directory {str(path)!r} is "
+            f"run of {idea_name!r} failed: {message.rstrip('.')}. The run directory {str(path)!r} is "
             f"marked failed; provenance.json holds the traceback.",
             run_dir=str(path),
         ) from exc

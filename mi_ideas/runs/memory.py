@@ -60,9 +60,15 @@ def human(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def check_memory(idea_cls: Any, config: Any, subject: Any = None, budget: Any = None) -> int | None:
+def check_memory(idea_cls: Any, config: Any, subject: Any = None, budget: Any = None,
+                 dataset: Any = None) -> int | None:
     """Refuse a config whose estimated peak exceeds the budget; returns the estimate."""
-    items = idea_cls.estimate_memory(config, subject)
+    import inspect
+
+    # ``dataset`` is passed to estimates that take it (sizes that grow with the data).
+    takes_data = "dataset" in inspect.signature(idea_cls.estimate_memory).parameters
+    items = (idea_cls.estimate_memory(config, subject, dataset=dataset) if takes_data
+             else idea_cls.estimate_memory(config, subject))
     if items is None:
         return None
     total = sum(int(i.bytes) for i in items)
@@ -72,7 +78,8 @@ def check_memory(idea_cls: Any, config: Any, subject: Any = None, budget: Any = 
         parts = "; ".join(
             f"{i.what}: {human(i.bytes)}" + (f" (scales with {', '.join(i.fields)})" if i.fields else "")
             for i in biggest)
-        fields = sorted({f for i in biggest for f in i.fields})
+        # the fields behind the parts that matter (a tenth of the total or more)
+        fields = sorted({f for i in biggest if i.bytes >= total / 10 for f in i.fields})
         raise UsageError(
             f"{idea_cls.name!r} with this config would need about {human(total)} at its peak, "
             f"over the memory budget of {human(limit)} ({source}). The largest parts: {parts}. "

@@ -40,6 +40,16 @@ class RandomDirections(Idea):
     Config = RandomDirectionsConfig
     Result = IdeaResult
 
+    @classmethod
+    def estimate_memory(cls, config: RandomDirectionsConfig, subject=None):
+        """float64 n x n Gram matrix and its absolute value, the upper-triangle indices
+        (two int64 arrays) and the selected cosines: about 5 n^2 x 8 bytes at the peak."""
+        from mi_ideas import MemoryItem
+
+        n = config.n
+        return [MemoryItem("n x n cosine matrix, its indices and values", 5 * 8 * n * n, ("n",)),
+                MemoryItem("the directions", 8 * n * config.d, ("n", "d"))]
+
     def run(self, ctx: RunContext, config: RandomDirectionsConfig) -> IdeaResult:
         import numpy as np  # heavy imports go inside run, not at module level
 

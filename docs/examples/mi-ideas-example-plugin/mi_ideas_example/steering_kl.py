@@ -140,3 +140,17 @@ class SteeringKL(Idea):
         ctx.artifacts.save_tensors("steering_kl", tensors,
                                    {"site": site, "kl": "KL(clean || steered), nats, last token"})
         return result
+
+    @classmethod
+    def estimate_memory(cls, config: SteeringKLConfig, subject=None, dataset=None):
+        """The harvested activations (up to max_length tokens of every text x d_model,
+        float32, loaded at once) and one forward's logits (batch x max_length x vocab)."""
+        from mi_ideas import MemoryItem
+
+        d, vocab = subject.d_model, subject.d_vocab
+        n_rows = (len(dataset) if dataset is not None else 64) * config.max_length
+        return [
+            MemoryItem("harvested activations", 4 * n_rows * d, ("max_length",)),
+            MemoryItem("one forward's logits", 4 * config.batch_size * config.max_length * vocab,
+                       ("batch_size", "max_length")),
+        ]

@@ -24,3 +24,15 @@ def test_registered_by_hand(register_plugin, run_idea, mi_ideas_host):
     assert "example-random-directions" not in mi_ideas_host.ideas
     register_plugin(mi_ideas_example, name="example-by-hand")
     assert run_idea("example-random-directions", d=8, n=50).result.metrics["max_abs_cos"] <= 1.0
+
+
+def test_a_config_that_would_not_fit_in_memory_is_refused_up_front(tmp_path):
+    import pytest
+
+    import mi_ideas
+    from mi_ideas.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"about 14\.9 GiB.*Lower n"):
+        mi_ideas.run("example-random-directions", n=20000, memory_budget="8GB", out=tmp_path,
+                     quiet=True)
+    assert not (tmp_path / "example-random-directions").exists()
