@@ -114,6 +114,32 @@ class StatsRequest:
                 self.l2_reference)
 
 
+@dataclass(frozen=True, eq=False)
+class PrefixCache:
+    """A batch's prompts with every position but the last already run (local only).
+
+    Made by :meth:`Subject.prefix_cache`; used by :meth:`Subject.forward_last_token`, which
+    runs only the last position of chosen prompts. Causal attention leaves the earlier
+    positions of a prompt unchanged by anything done at its last position, so their keys and
+    values are computed once here and reused by every call. ``state`` is the back-end's own
+    record of them (per-layer keys and values); a call never changes it.
+    """
+
+    batch: Batch
+    #: ``(n_prompts, 1)`` token id, position id of each prompt's last position
+    last_ids: "torch.Tensor"
+    last_position_ids: "torch.Tensor"
+    #: ``(n_prompts, seq)`` the whole attention mask (prefix and last position)
+    attention_mask: "torch.Tensor"
+    #: the back-end's cached keys / values of ``input_ids[:, :-1]`` (None when seq is 1)
+    state: Any
+    #: :attr:`Subject.fingerprint` of the subject that made it
+    owner: str = ""
+
+    def __len__(self) -> int:
+        return int(self.last_ids.shape[0])
+
+
 class Subject:
     """A model under study. Subclasses are back-ends; ideas use only this interface."""
 
@@ -319,6 +345,86 @@ class Subject:
             mask = torch.cat([mask, torch.ones_like(nxt, dtype=mask.dtype)], dim=1)
         return ids
 
+    # -- the last-position fast path (local) -------------------------------------------
+
+    def prefix_cache(self, inputs: Batch | str | Sequence[str] | "torch.Tensor") -> PrefixCache:
+        """Run every position of a (left-padded) batch but the last, keeping the key/value
+        cache of every layer, for :meth:`forward_last_token`. Local subjects only."""
+        self._local_only()
+        return self._prefix_cache(self.as_batch(inputs))
+
+    def forward_last_token(self, cache: PrefixCache, rows: "torch.Tensor | Sequence[int]",
+                           site: str, x: "torch.Tensor", *, stats: StatsRequest | None = None,
+                           logits: bool = False) -> ForwardOutput:
+        """Replace the residual stream at ``site`` (``resid_pre.L``) of each row's last
+        position with ``x`` and run only that position, against the prompt's cached prefix.
+
+        ``rows``: ``(n_rows,)`` prompt indices into ``cache.batch`` (repeats allowed); ``x``:
+        ``(n_rows, d_model)``. The same numbers as ``forward(cache.batch`` at ``rows``,
+        ``stats=stats, interventions=[Intervention(site, "replace", x, positions="last")])``,
+        for a fraction of the cost: earlier positions are not recomputed. ``stats`` are
+        computed at the last position (its ``positions`` must be ``"last"``), references of
+        shape ``(n_rows, vocab)`` / ``(n_rows, d_model)``; ``logits=True`` also returns
+        ``(n_rows, 1, vocab)`` logits. Local subjects only (``NotImplementedError`` where a
+        back-end has no such path: callers then use :meth:`forward`).
+        """
+        import torch
+
+        self._local_only()
+        if not isinstance(cache, PrefixCache):
+            raise UsageError(
+                "forward_last_token takes the PrefixCache of subject.prefix_cache(batch)."
+            )
+        if cache.owner and cache.owner != self.fingerprint:
+            raise UsageError(
+                f"this prefix cache was made by another model (fingerprint {cache.owner}, "
+                f"not {self.fingerprint} of {self.spec}); build it with this subject."
+            )
+        s = self.site(site)
+        if s.kind != "resid_pre":
+            raise UsageError(
+                f"forward_last_token replaces the residual stream entering a block "
+                f"(resid_pre.L), not {site!r}."
+            )
+        rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1).cpu()
+        n = int(rows.shape[0])
+        if n == 0:
+            raise UsageError("forward_last_token was given no rows.")
+        if int(rows.min()) < 0 or int(rows.max()) >= len(cache):
+            raise UsageError(
+                f"rows must index the cache's {len(cache)} prompts; got values in "
+                f"[{int(rows.min())}, {int(rows.max())}]."
+            )
+        if tuple(x.shape) != (n, self.d_model):
+            raise UsageError(
+                f"x has shape {tuple(x.shape)}; expected {(n, self.d_model)} (one replacement "
+                f"residual per row)."
+            )
+        if stats is not None:
+            pos = stats.positions
+            last = (isinstance(pos, str) and pos == "last") or (isinstance(pos, int) and pos == -1)
+            if not last:
+                raise UsageError(
+                    f"forward_last_token computes stats at the last position only, not "
+                    f"positions={pos!r}."
+                )
+            for name, ref in (("kl_reference", stats.kl_reference),
+                              ("l2_reference", stats.l2_reference)):
+                if ref is not None and (ref.ndim != 2 or int(ref.shape[0]) != n):
+                    raise UsageError(
+                        f"stats.{name} has shape {tuple(ref.shape)}; expected ({n}, ...), one "
+                        f"row per row of rows."
+                    )
+        return self._forward_last_token(cache, rows, s.layer, x, stats, logits)
+
+    def _local_only(self) -> None:
+        if self.remote:
+            raise NotImplementedError(
+                f"prefix_cache / forward_last_token run locally only; {self.spec} is remote. "
+                f"Use forward(..., interventions=[Intervention(site, 'replace', x, "
+                f"positions='last')]), one request per batch of rows."
+            )
+
     def reinitialized(self, seed: int = 0) -> "Subject":
         """The same architecture with freshly initialised weights (a control), local only."""
         raise UsageError(
@@ -338,6 +444,27 @@ class Subject:
                  ) -> ForwardOutput:  # pragma: no cover
         """Run the model once; ``start_layer``/``start_resid`` as in :meth:`forward`."""
         raise NotImplementedError
+
+    def _prefix_cache(self, batch: Batch) -> PrefixCache:
+        """Build a :class:`PrefixCache` (back-ends with a last-position path override this)."""
+        raise NotImplementedError(
+            f"the {self.backend} back-end has no last-position fast path (prefix_cache / "
+            f"forward_last_token); use forward(..., interventions=[Intervention(site, "
+            f"'replace', x, positions='last')])."
+        )
+
+    def _forward_last_token(self, cache: PrefixCache, rows: "torch.Tensor", layer: int,
+                            x: "torch.Tensor", stats: StatsRequest | None, logits: bool,
+                            ) -> ForwardOutput:
+        """Run the last position of ``rows`` with ``resid_pre.layer`` replaced by ``x``."""
+        self._prefix_cache(cache.batch)  # the clear NotImplementedError
+        raise NotImplementedError  # pragma: no cover
+
+    def _prefix_fields(self, batch: Batch) -> dict:
+        """The :class:`PrefixCache` fields every back-end fills the same way."""
+        return dict(batch=batch, last_ids=batch.input_ids[:, -1:],
+                    last_position_ids=batch.position_ids[:, -1:],
+                    attention_mask=batch.attention_mask, owner=self.fingerprint)
 
 
 # -- position specs -> indices (outside traces; trace_ops does the indexing) ----------

@@ -22,7 +22,15 @@ from typing import Any
 from mi_ideas import trace_ops
 from mi_ideas.errors import UsageError
 from mi_ideas.sites import Site, sort_sites
-from mi_ideas.subject import Batch, ForwardOutput, Intervention, StatsRequest, Subject, position_index
+from mi_ideas.subject import (
+    Batch,
+    ForwardOutput,
+    Intervention,
+    PrefixCache,
+    StatsRequest,
+    Subject,
+    position_index,
+)
 
 _LLAMA_LIKE = {
     "model.layers": "layers",
@@ -276,6 +284,217 @@ class NNsightSubject(Subject):
         if want_stats:
             result.stats = {k: _value(v) for k, v in _value(saved["__stats__"]).items()}
         return result
+
+    # -- the last-position fast path (local) ----------------------------------------
+
+    def _prefix_cache(self, batch: Batch) -> PrefixCache:
+        """One forward of the Hugging Face model over ``input_ids[:, :-1]``, keeping every
+        layer's keys and values.
+
+        A plain ``DynamicCache`` (no config) keeps the full length even for sliding-window
+        layers, so the last position's masks come out exactly as in a full forward. Each
+        layer's tensors get one spare slot at the end, which the last position's key and
+        value are written into (see :func:`_slot_layer_class`).
+        """
+        import torch
+        from transformers import DynamicCache
+
+        module = self.model._module
+        device = _device_of(module)
+        state = None
+        if batch.shape[1] > 1:
+            past = DynamicCache()
+            kwargs = {_cache_kwarg(module): past, "use_cache": True}
+            if _accepts(module, "logits_to_keep"):
+                kwargs["logits_to_keep"] = 1  # the prefix's logits are never used
+            with torch.no_grad():
+                module(input_ids=batch.input_ids[:, :-1].to(device),
+                       attention_mask=batch.attention_mask[:, :-1].to(device),
+                       position_ids=batch.position_ids[:, :-1].to(device), **kwargs)
+                state = [tuple(torch.cat([t, t.new_zeros(*t.shape[:-2], 1, t.shape[-1])], dim=-2)
+                               for t in kv) for kv in _cache_tensors(past)]
+            if len(state) != self.n_layers:
+                raise NotImplementedError(
+                    f"the key/value cache of {self.spec} has {len(state)} layers, not "
+                    f"{self.n_layers}; use forward(...) for this architecture."
+                )
+        return PrefixCache(state=state, **self._prefix_fields(batch))
+
+    def _forward_last_token(self, cache: PrefixCache, rows: Any, layer: int, x: Any,
+                            stats: StatsRequest | None, logits: bool) -> ForwardOutput:
+        """The Hugging Face model's own forward on the last position only, against a fresh
+        cache gathered at ``rows``: blocks before ``layer`` are bypassed (their output at the
+        last position only feeds block ``layer``'s input, which is replaced), a pre-hook on
+        block ``layer`` sets its input to ``x``, one on the final norm reads the final
+        residual stream. (Hooks and bypasses live on the shared modules for the call: do not
+        run the same model from another thread meanwhile.)"""
+        import torch
+
+        module = self.model._module
+        device = _device_of(module)
+        n = int(rows.shape[0])
+        kwargs: dict[str, Any] = {}
+        if cache.state is not None:
+            kwargs = {_cache_kwarg(module): _gathered_cache(cache.state, rows, layer),
+                      "use_cache": True}
+        want_stats = stats is not None and stats.wants_anything()
+        want_final = want_stats and stats.needs_final_resid
+        final: list = []
+
+        def replace(mod: Any, args: tuple, kw: dict) -> Any:
+            h = args[0] if args else kw["hidden_states"]
+            new = x.to(device=h.device, dtype=h.dtype).reshape(h.shape)
+            if args:
+                return (new, *args[1:]), kw
+            return args, {**kw, "hidden_states": new}
+
+        def read_final(mod: Any, args: tuple, kw: dict) -> None:
+            final.append(args[0] if args else kw["hidden_states"])
+
+        blocks = [self.model.layers[i]._module for i in range(self.n_layers)]
+        handles = [blocks[layer].register_forward_pre_hook(replace, with_kwargs=True)]
+        if want_final:
+            handles.append(self.model.ln_final._module.register_forward_pre_hook(
+                read_final, with_kwargs=True))
+        try:
+            with torch.no_grad(), _bypassed(blocks[:layer], self.block_output_is_tuple):
+                out = module(input_ids=cache.last_ids.index_select(0, rows).to(device),
+                             attention_mask=cache.attention_mask.index_select(0, rows).to(device),
+                             position_ids=cache.last_position_ids.index_select(0, rows).to(device),
+                             **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        out_logits = out.logits
+        if tuple(out_logits.shape[:2]) != (n, 1):  # pragma: no cover - a model's own contract
+            raise NotImplementedError(f"{self.spec} returned logits of shape "
+                                      f"{tuple(out_logits.shape)} for one position.")
+        result = ForwardOutput()
+        if logits:
+            result.logits = out_logits.detach().cpu()
+        if want_stats:
+            computed = trace_ops.stats(out_logits, final[0] if final else None, *stats.args(-1))
+            result.stats = {k: v.detach().cpu() for k, v in computed.items()}
+        return result
+
+
+_MISSING = object()
+
+
+class _bypassed:
+    """Within the block, ``blocks`` return their hidden-state input unchanged (their
+    ``forward`` replaced on the instance, nnsight's own forward restored afterwards)."""
+
+    def __init__(self, blocks: list, as_tuple: bool):
+        self.blocks, self.as_tuple, self.saved = blocks, as_tuple, []
+
+    def __enter__(self) -> None:
+        as_tuple = self.as_tuple
+
+        def identity(*args: Any, **kwargs: Any) -> Any:
+            h = args[0] if args else kwargs["hidden_states"]
+            return (h,) if as_tuple else h
+
+        for block in self.blocks:
+            self.saved.append((block, block.__dict__.get("forward", _MISSING)))
+            block.forward = identity
+
+    def __exit__(self, *exc: Any) -> None:
+        for block, forward in self.saved:
+            if forward is _MISSING:
+                del block.forward
+            else:
+                block.forward = forward
+        self.saved = []
+
+
+def _gathered_cache(state: list, rows: Any, first: int) -> Any:
+    """A fresh ``DynamicCache`` of the prefix at ``rows``, one spare slot per layer for the
+    last position. Layers before ``first`` are bypassed: they get a zero-cost view (only its
+    length is read, for the masks)."""
+    from transformers import DynamicCache
+
+    past = DynamicCache()
+    layers = []
+    for i, (k, v) in enumerate(state):
+        if i < first:
+            k, v = (t[:1].expand(int(rows.shape[0]), *t.shape[1:]) for t in (k, v))
+        else:
+            idx = rows.to(k.device)
+            k, v = k.index_select(0, idx), v.index_select(0, idx)  # copies: the prefix stays
+        layers.append(_slot_layer(k, v))
+    past.layers = layers
+    return past
+
+
+def _slot_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    class SlotLayer(DynamicLayer):
+        """A cache layer of prefix keys/values plus one spare slot at the end: ``update``
+        writes the (one-position) new key/value into the slot instead of concatenating."""
+
+        def __init__(self, keys: Any, values: Any):
+            super().__init__()
+            self.keys, self.values = keys, values
+            self.device = keys.device
+            self.is_initialized = True
+            self.filled = False
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.filled or key_states.shape[-2] != 1:  # pragma: no cover - one call only
+                raise RuntimeError("a last-position cache layer takes one position, once.")
+            self.keys[..., -1:, :] = key_states
+            self.values[..., -1:, :] = value_states
+            self.filled = True
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return int(self.keys.shape[-2]) - (0 if self.filled else 1)
+
+    return SlotLayer
+
+
+_SLOT_LAYER: Any = None
+
+
+def _slot_layer(keys: Any, values: Any) -> Any:
+    """A ``SlotLayer`` (the class is made on first use: transformers is imported lazily)."""
+    global _SLOT_LAYER
+    if _SLOT_LAYER is None:
+        _SLOT_LAYER = _slot_layer_class()
+    return _SLOT_LAYER(keys, values)
+
+
+def _device_of(module: Any) -> Any:
+    import torch
+
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")  # pragma: no cover
+
+
+def _accepts(module: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def _cache_kwarg(module: Any) -> str:
+    """The forward's key/value cache argument: ``cache`` (transformers >= 5.2x) or
+    ``past_key_values`` (earlier releases)."""
+    return "cache" if _accepts(module, "cache") else "past_key_values"
+
+
+def _cache_tensors(past: Any) -> list:
+    """Per-layer ``(keys, values)`` of a Hugging Face cache, across transformers versions."""
+    layers = getattr(past, "layers", None)
+    if layers is not None:
+        return [(layer.keys, layer.values) for layer in layers]
+    return list(zip(past.key_cache, past.value_cache))  # pragma: no cover - transformers 4.x
 
 
 def _run_trace(model: Any, inputs: dict, trace_kwargs: dict, skips: list, plan: list,

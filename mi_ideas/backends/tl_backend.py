@@ -16,7 +16,15 @@ from typing import Any
 from mi_ideas import trace_ops
 from mi_ideas.errors import UsageError
 from mi_ideas.sites import Site, to_hook_name
-from mi_ideas.subject import Batch, ForwardOutput, Intervention, StatsRequest, Subject, position_index
+from mi_ideas.subject import (
+    Batch,
+    ForwardOutput,
+    Intervention,
+    PrefixCache,
+    StatsRequest,
+    Subject,
+    position_index,
+)
 
 _NO_FOLD = dict(fold_ln=False, center_writing_weights=False, center_unembed=False,
                 fold_value_biases=False)
@@ -124,6 +132,76 @@ class TLSubject(Subject):
         if want_stats:
             result.stats = trace_ops.stats(out_logits, final.get("resid"),
                                            *stats.args(position_index(stats.positions, batch)))
+        return result
+
+    # -- the last-position fast path ------------------------------------------------
+
+    def _prefix_cache(self, batch: Batch) -> PrefixCache:
+        """One forward over ``input_ids[:, :-1]`` filling TransformerLens's own key/value
+        cache (``TransformerLensKeyValueCache``); its per-layer tensors are kept."""
+        import torch
+        from transformer_lens import TransformerLensKeyValueCache
+
+        if self.model.cfg.positional_embedding_type == "shortformer":
+            raise NotImplementedError(
+                "the last-position path starts at a block (start_at_layer), which drops a "
+                "shortformer model's positional embedding; use forward(...) for this model."
+            )
+        state = None
+        if batch.shape[1] > 1:
+            kv = TransformerLensKeyValueCache.init_cache(self.model.cfg, self.model.cfg.device,
+                                                         len(batch))
+            with torch.no_grad():
+                self.model(batch.input_ids[:, :-1], attention_mask=batch.attention_mask[:, :-1],
+                           past_kv_cache=kv, padding_side="left", prepend_bos=False,
+                           return_type=None)
+            state = [(e.past_keys, e.past_values) for e in kv.entries]
+        return PrefixCache(state=state, **self._prefix_fields(batch))
+
+    def _forward_last_token(self, cache: PrefixCache, rows: Any, layer: int, x: Any,
+                            stats: StatsRequest | None, logits: bool) -> ForwardOutput:
+        """The last position only, from block ``layer`` (TransformerLens's
+        ``start_at_layer``: the input is ``x``, earlier blocks are not run), against a fresh
+        frozen cache gathered at ``rows`` and the whole attention mask."""
+        import torch
+        from transformer_lens import TransformerLensKeyValueCache, TransformerLensKeyValueCacheEntry
+
+        cfg = self.model.cfg
+        n = int(rows.shape[0])
+        mask = cache.attention_mask.index_select(0, rows).to(cfg.device)
+        if cache.state is None:
+            kv = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, n)
+        else:
+            entries = []
+            for i, (k, v) in enumerate(cache.state):
+                if i < layer:  # never read: blocks before `layer` are not run
+                    k, v = (t[:1].expand(n, *t.shape[1:]) for t in (k, v))
+                else:  # copies: the prefix stays as it is
+                    idx = rows.to(k.device)
+                    k, v = k.index_select(0, idx), v.index_select(0, idx)
+                entries.append(TransformerLensKeyValueCacheEntry(k, v, frozen=True))
+            kv = TransformerLensKeyValueCache(entries, mask[:, :-1], frozen=True)
+        want_stats = stats is not None and stats.wants_anything()
+        final: dict[str, torch.Tensor] = {}
+
+        def read_final(h, hook):
+            final["resid"] = h.detach().clone()
+            return h
+
+        hooks = []
+        if want_stats and stats.needs_final_resid:
+            hooks.append((f"blocks.{self.n_layers - 1}.hook_resid_post", read_final))
+        resid = x.to(device=cfg.device, dtype=cfg.dtype)[:, None, :]
+        with torch.no_grad():
+            out_logits = self.model.run_with_hooks(
+                resid, start_at_layer=layer, attention_mask=mask, past_kv_cache=kv,
+                fwd_hooks=hooks, padding_side="left", prepend_bos=False,
+            )
+        result = ForwardOutput()
+        if logits:
+            result.logits = out_logits
+        if want_stats:
+            result.stats = trace_ops.stats(out_logits, final.get("resid"), *stats.args(-1))
         return result
 
 

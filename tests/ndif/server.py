@@ -316,14 +316,19 @@ async def emit(job: Job, status: str, description: str = "", *, result: bytes | 
         await queue.put(as_json)
 
 
-async def drain_and_die(session_id: str | None) -> None:
-    """Let queued websocket frames go out, then exit without any cleanup."""
+async def _drain(session_id: str | None) -> None:
+    """Let the session's queued websocket frames go out (at most about a second)."""
     queue = STATE.sessions.get(session_id) if session_id else None
     for _ in range(50):
         if queue is None or queue.empty():
             break
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.3)
+
+
+async def drain_and_die(session_id: str | None) -> None:
+    """Let queued websocket frames go out, then exit without any cleanup."""
+    await _drain(session_id)
     log.warning("dying on purpose (mode %s)", STATE.mode)
     logging.shutdown()
     os._exit(DIE_EXIT_CODE)
@@ -333,12 +338,7 @@ async def drain_and_shut_down(session_id: str | None) -> None:
     """Let queued websocket frames go out, then shut down as on SIGTERM: uvicorn closes
     every websocket with a close frame (1012, service restart), then re-raises the signal
     (the process ends with status -15)."""
-    queue = STATE.sessions.get(session_id) if session_id else None
-    for _ in range(50):
-        if queue is None or queue.empty():
-            break
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.3)
+    await _drain(session_id)
     log.warning("shutting down on purpose (mode %s)", STATE.mode)
     os.kill(os.getpid(), signal.SIGTERM)
 

@@ -1,0 +1,270 @@
+"""The last-position fast path: ``Subject.prefix_cache`` + ``Subject.forward_last_token``.
+
+Ground truth is the existing exact path, ``Subject.forward`` of the same rows with a
+``replace`` intervention at the last position: on tiny random models of every supported
+architecture (``tests/tiny_models.py``) and on the zoo model, for a left-padded batch of
+prompts of different lengths (one of them only the BOS token), random rows with repeats and
+random replacements at resid_pre.L for L first, middle and last. TransformerLens's own
+path must agree with it and with nnsight's.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from typing import Any
+
+import pytest
+import torch
+
+from mi_ideas.errors import UsageError
+from mi_ideas.subject import Batch, Intervention, PrefixCache, StatsRequest, Subject
+from tests.tiny_models import ARCH_NAMES, build_tiny
+
+TEXTS = ["the cat is on the red car and the dog", "a dog", "paris is in france",
+         "", "one two three four five six seven eight nine ten"]
+ZOO_TEXTS = ["Once upon a time there was a little cat", "The dog ran",
+             "Tom and Lily went to the park to play with a big red ball", "Sam"]
+ATOL = 1e-5
+TL_ATOL = 1e-4  # TransformerLens against nnsight (different kernels), as in test_architectures
+#: architectures TransformerLens 3.x converts offline from a local directory
+TL_CONVERTS = ("gpt2", "gpt_neox", "gpt_neox_sequential", "llama", "mistral", "qwen2", "qwen3")
+N_ROWS = 13
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread (see test_architectures)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class _Models:
+    """Per architecture, built once for this module: nnsight and TransformerLens subjects."""
+
+    def __init__(self, factory: pytest.TempPathFactory):
+        self.factory, self.cache = factory, {}
+
+    def _get(self, key: tuple, make):
+        if key not in self.cache:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.cache[key] = make()
+        return self.cache[key]
+
+    def dir(self, arch: str):
+        return self._get(("dir", arch), lambda: build_tiny(arch, self.factory.mktemp("tiny")))
+
+    def nnsight(self, arch: str):
+        from mi_ideas import load_subject
+
+        if arch == "zoo":
+            return self._get(("nn", arch), lambda: load_subject("zoo:stories-gpt2"))
+        return self._get(("nn", arch), lambda: load_subject(f"hf:{self.dir(arch)}"))
+
+    def tl(self, arch: str):
+        from mi_ideas import load_subject
+
+        if arch == "zoo":
+            return self._get(("tl", arch), lambda: load_subject("tl:zoo:stories-gpt2"))
+        return self._get(("tl", arch), lambda: load_subject(f"tl:{self.dir(arch)}"))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> _Models:
+    return _Models(tmp_path_factory)
+
+
+def _batch(subject: Subject, arch: str) -> Batch:
+    batch = subject.tokenize(ZOO_TEXTS if arch == "zoo" else TEXTS)
+    lengths = batch.attention_mask.sum(-1)
+    assert len(set(lengths.tolist())) > 2 and int(lengths.min()) < batch.shape[1]  # padded
+    return batch
+
+
+def _layers(subject: Subject) -> list[int]:
+    return sorted({0, subject.n_layers // 2, subject.n_layers - 1})
+
+
+def _clean(subject: Subject, batch: Batch) -> dict[str, torch.Tensor]:
+    """Clean last-position log-probs, final residual and resid_pre.L of the batch."""
+    final = f"resid_post.{subject.n_layers - 1}"
+    sites = [f"resid_pre.{L}" for L in _layers(subject)]
+    out = subject.forward(batch, read=[final, *sites], positions="last", logits=True)
+    return {"logprobs": out.logits[:, -1].float().log_softmax(-1), "final": out.activations[final],
+            **{s: out.activations[s] for s in sites}}
+
+
+def _rows_and_x(subject: Subject, batch: Batch, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, len(batch), (N_ROWS,), generator=gen)
+    rows[:len(batch)] = torch.arange(len(batch))  # every prompt at least once, then repeats
+    rows = rows[torch.randperm(N_ROWS, generator=gen)]
+    x = 3 * torch.randn(N_ROWS, subject.d_model, generator=gen)
+    return rows, x
+
+
+def _request(clean: dict, rows: torch.Tensor) -> StatsRequest:
+    return StatsRequest(kl_reference=clean["logprobs"][rows], l2_reference=clean["final"][rows],
+                        topk=5, final_norm=True, entropy=True)
+
+
+def _exact(subject: Subject, batch: Batch, rows, site: str, x, request) -> Any:
+    """The existing path: a full forward of the rows with a last-position replacement."""
+    chunk = Batch(batch.input_ids[rows], batch.attention_mask[rows])
+    return subject.forward(chunk, stats=request, logits=True,
+                           interventions=[Intervention(site, "replace", x, positions="last")])
+
+
+def _assert_same(got: Any, want: Any, atol: float) -> None:
+    assert set(got.stats) == set(want.stats)
+    assert torch.equal(got.stats["topk_ids"], want.stats["topk_ids"])
+    for key in ("kl", "l2", "final_norm", "entropy", "topk_logprobs"):
+        torch.testing.assert_close(got.stats[key].float(), want.stats[key].float(),
+                                   atol=atol, rtol=0, msg=key)
+
+
+# -- against the exact path ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", [*ARCH_NAMES, "zoo"])
+def test_matches_forward_with_intervention(models, arch):
+    subject = models.nnsight(arch)
+    batch = _batch(subject, arch)
+    clean = _clean(subject, batch)
+    cache = subject.prefix_cache(batch)
+    assert isinstance(cache, PrefixCache) and len(cache) == len(batch)
+    for i, layer in enumerate(_layers(subject)):
+        site = f"resid_pre.{layer}"
+        rows, x = _rows_and_x(subject, batch, seed=i)
+        request = _request(clean, rows)
+        got = subject.forward_last_token(cache, rows, site, x, stats=request, logits=True)
+        want = _exact(subject, batch, rows, site, x, request)
+        _assert_same(got, want, ATOL)
+        assert got.logits.shape == (N_ROWS, 1, subject.d_vocab)
+        torch.testing.assert_close(got.logits[:, 0], want.logits[:, -1], atol=ATOL, rtol=0)
+        assert float(got.stats["kl"].min()) > 1e-3  # the replacements do move the output
+
+        # replacing with the clean value changes nothing
+        same = subject.forward_last_token(cache, rows, site, clean[site][rows], stats=request)
+        assert same.logits is None
+        assert float(same.stats["kl"].abs().max()) < ATOL
+        assert float(same.stats["l2"].max()) < ATOL
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gemma2", "zoo"])
+def test_prefix_cache_is_not_mutated(models, arch):
+    subject = models.nnsight(arch)
+    batch = _batch(subject, arch)
+    clean = _clean(subject, batch)
+    cache = subject.prefix_cache(batch)
+    before = [tuple(t.clone() for t in kv) for kv in cache.state]
+    rows, x = _rows_and_x(subject, batch, seed=7)
+    site = f"resid_pre.{subject.n_layers - 1}"
+    first = subject.forward_last_token(cache, rows, site, x, stats=_request(clean, rows),
+                                       logits=True)
+    # other rows and another site in between
+    subject.forward_last_token(cache, rows.flip(0), "resid_pre.0", -x, stats=_request(
+        clean, rows.flip(0)))
+    second = subject.forward_last_token(cache, rows, site, x, stats=_request(clean, rows),
+                                        logits=True)
+    for k in first.stats:
+        assert torch.equal(first.stats[k], second.stats[k]), k
+    assert torch.equal(first.logits, second.logits)
+    for (k0, v0), (k1, v1) in zip(before, cache.state):
+        assert torch.equal(k0, k1) and torch.equal(v0, v1)
+    # and the model itself is as it was: the fast path left no hooks or bypassed blocks
+    want = _exact(subject, batch, rows, site, x, _request(clean, rows))
+    _assert_same(first, want, ATOL)
+    for block in (subject.model.layers[i]._module for i in range(subject.n_layers)):
+        assert not block._forward_pre_hooks and not block._forward_hooks
+    out = subject.forward(batch, logits=True)
+    torch.testing.assert_close(out.logits[:, -1].float().log_softmax(-1), clean["logprobs"],
+                               atol=ATOL, rtol=0)
+
+
+def test_one_token_prompts(models):
+    """A batch whose prompts are all one token long has an empty prefix."""
+    subject = models.nnsight("gpt2")
+    batch = subject.tokenize(["", ""])
+    assert batch.shape == (2, 1)
+    cache = subject.prefix_cache(batch)
+    rows = torch.tensor([0, 1, 1])
+    x = torch.randn(3, subject.d_model, generator=torch.Generator().manual_seed(0))
+    ref = subject.forward(batch, logits=True).logits[rows, -1].float().log_softmax(-1)
+    request = StatsRequest(kl_reference=ref, topk=3)
+    got = subject.forward_last_token(cache, rows, "resid_pre.1", x, stats=request)
+    want = _exact(subject, batch, rows, "resid_pre.1", x, request)
+    torch.testing.assert_close(got.stats["kl"], want.stats["kl"], atol=ATOL,
+                               rtol=0)
+    assert torch.equal(got.stats["topk_ids"], want.stats["topk_ids"])
+
+
+# -- TransformerLens -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", [*TL_CONVERTS, "zoo"])
+def test_transformer_lens_agrees(models, arch):
+    tl, nn = models.tl(arch), models.nnsight(arch)
+    batch = _batch(nn, arch)
+    clean = _clean(nn, batch)
+    tl_cache, nn_cache = tl.prefix_cache(batch), nn.prefix_cache(batch)
+    for i, layer in enumerate(_layers(nn)):
+        site = f"resid_pre.{layer}"
+        rows, x = _rows_and_x(nn, batch, seed=10 + i)
+        request = _request(clean, rows)
+        got = tl.forward_last_token(tl_cache, rows, site, x, stats=request, logits=True)
+        _assert_same(got, _exact(tl, batch, rows, site, x, request), ATOL)
+        _assert_same(got, nn.forward_last_token(nn_cache, rows, site, x, stats=request), TL_ATOL)
+        assert got.logits.shape == (N_ROWS, 1, nn.d_vocab)
+    again = tl.forward_last_token(tl_cache, rows, site, x, stats=request)
+    assert torch.equal(again.stats["kl"], got.stats["kl"])
+
+
+# -- where there is no fast path, and misuse ------------------------------------------
+
+
+def test_not_implemented_without_a_fast_path(models):
+    nn = models.nnsight("gpt2")
+    bare = Subject(spec="bare", tokenizer=nn.tokenizer, n_layers=2, d_model=nn.d_model,
+                   d_vocab=nn.d_vocab)
+    batch = nn.tokenize(TEXTS)
+    with pytest.raises(NotImplementedError, match="no last-position fast path"):
+        bare.prefix_cache(batch)
+    cache = nn.prefix_cache(batch)
+    with pytest.raises(NotImplementedError, match="no last-position fast path"):
+        bare.forward_last_token(dataclasses.replace(cache, owner=""), [0], "resid_pre.0",
+                                torch.zeros(1, nn.d_model))
+    remote = copy.copy(nn)
+    remote.remote = True
+    with pytest.raises(NotImplementedError, match="locally only"):
+        remote.prefix_cache(batch)
+    with pytest.raises(NotImplementedError, match="locally only"):
+        remote.forward_last_token(cache, [0], "resid_pre.0", torch.zeros(1, nn.d_model))
+
+
+def test_usage_errors(models):
+    nn = models.nnsight("gpt2")
+    batch = nn.tokenize(TEXTS)
+    cache = nn.prefix_cache(batch)
+    x = torch.zeros(2, nn.d_model)
+    with pytest.raises(UsageError, match="resid_pre"):
+        nn.forward_last_token(cache, [0, 1], "resid_post.0", x)
+    with pytest.raises(UsageError, match="x has shape"):
+        nn.forward_last_token(cache, [0, 1, 2], "resid_pre.0", x)
+    with pytest.raises(UsageError, match="rows must index"):
+        nn.forward_last_token(cache, [0, len(batch)], "resid_pre.0", x)
+    with pytest.raises(UsageError, match="last position only"):
+        nn.forward_last_token(cache, [0, 1], "resid_pre.0", x,
+                              stats=StatsRequest(positions="all", topk=1))
+    with pytest.raises(UsageError, match="kl_reference has shape"):
+        nn.forward_last_token(cache, [0, 1], "resid_pre.0", x,
+                              stats=StatsRequest(kl_reference=torch.zeros(3, nn.d_vocab)))
+    other = models.nnsight("llama")
+    with pytest.raises(UsageError, match="another model"):
+        other.forward_last_token(cache, [0, 1], "resid_pre.0", torch.zeros(2, other.d_model))
+    with pytest.raises(UsageError, match="PrefixCache"):
+        nn.forward_last_token(batch, [0, 1], "resid_pre.0", x)
