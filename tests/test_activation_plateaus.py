@@ -43,7 +43,7 @@ def test_isotropic_directions_cross_last_at_equal_step_length(result):
 
 def test_real_bases_sit_deeper_in_their_plateaus_than_gaussian_bases(result):
     m = result.metrics
-    assert m["bases.real.crossing_median"] > m["bases.cov_gauss.crossing_median"] + 2
+    assert m["bases.real.crossing_median"] >= m["bases.cov_gauss.crossing_median"] + 2
 
 
 def test_run_directory_has_curves_and_figures(result):

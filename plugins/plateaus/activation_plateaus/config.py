@@ -37,16 +37,17 @@ class PlateauConfig(IdeaConfig):
         description="relative: α from 0 to 1 towards the target (sharpness); absolute: fixed "
                     "step lengths along the unit direction (threshold crossings).")
     abs_max_distance: float = Field(
-        1.5, gt=0, description="Absolute mode: the longest step, in units of the median "
+        1.5, gt=0, le=100, description="Absolute mode: the longest step, in units of the median "
                                "distance between two real activations.")
     kl_threshold: float = Field(0.5, gt=0, description="KL (nats) that ends a plateau.")
     compare_bases: bool = Field(
         True, description="Also perturb (isotropic directions, absolute steps) away from "
                           "covariance-matched Gaussian bases instead of real activations.")
     layers: list[int] = Field(
-        [0, 1, 2, 3], description="Regions through layers: repeat real→real interpolation and "
-                                  "the real/isotropic crossing comparison at resid_pre.L for each "
-                                  "L ([] to skip).")
+        [0, 1, 2, 3], max_length=256,
+        description="Regions through layers: repeat real→real interpolation and the "
+                    "real/isotropic crossing comparison at resid_pre.L for each L ([] to "
+                    "skip).")
     steering: bool = Field(
         True, description="Steering through the plateau lens: KL along a difference-of-means "
                           "steering vector (emotion happy − sad prompts) vs real directions.")
@@ -56,11 +57,22 @@ class PlateauConfig(IdeaConfig):
     reinit_control: bool = Field(
         True, description="Repeat real→real interpolation on the same architecture "
                           "re-initialised (sharpness should be ~1 there).")
-    rows_per_forward: int = Field(1024, ge=1, description="Sweep rows batched per forward.")
+    rows_per_forward: int = Field(1024, ge=1, le=16384,
+                                  description="Sweep rows batched per forward.")
 
     @field_validator("families")
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v) or not v:
             raise ValueError("families must be a non-empty list without repeats")
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int]) -> list[int]:
+        bad = [layer for layer in v if layer < 0]
+        if bad:
+            raise ValueError(f"layers must be block indices >= 0 (resid_pre.L); got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"layers lists a layer twice: {v}")
         return v

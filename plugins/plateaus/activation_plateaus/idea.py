@@ -3,7 +3,9 @@ imports torch when a run starts)."""
 
 from __future__ import annotations
 
-from mi_ideas import Idea, IdeaResult, RunContext
+from typing import Any
+
+from mi_ideas import Idea, IdeaResult, MemoryItem, RunContext
 
 from .config import PlateauConfig
 
@@ -38,6 +40,13 @@ class ActivationPlateaus(Idea):
     uses_data = True
     default_data = "zoo:stories:600"
     remote = True
+
+    @classmethod
+    def estimate_memory(cls, config: PlateauConfig, subject: Any = None) -> list[MemoryItem] | None:
+        """The run's peak: see :mod:`.memory`."""
+        from .memory import estimate
+
+        return estimate(config, subject)
 
     def run(self, ctx: RunContext, config: PlateauConfig) -> IdeaResult:
         from .run import run

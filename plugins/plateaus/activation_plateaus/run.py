@@ -58,7 +58,10 @@ def _sae_at(ctx: RunContext, site: str) -> Any:
 
 
 def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
-    subject, gen = ctx.subject, ctx.generator
+    # Every sub-experiment draws from its own generator (ctx.generator_for(name)), so
+    # skipping one (the re-initialised control is skipped remotely; layers, steering, ...
+    # are config switches) never changes the draws of another.
+    subject = ctx.subject
     site = subject.site(config.site).name
     if subject.site(site).kind != "resid_pre":
         raise UsageError(f"activation-plateaus perturbs resid_pre.L sites, not {config.site!r}.")
@@ -69,6 +72,14 @@ def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
         ctx.log(f"no dictionary reads {site}: skipping {skipped} (give --sae for that site)")
         families = [f for f in families if f not in skipped]
 
+    need = 2 * config.n_prompts + config.n_pool
+    if len(ctx.dataset) < need:
+        raise UsageError(
+            f"n_prompts={config.n_prompts} and n_pool={config.n_pool} need at least 2 * "
+            f"n_prompts + n_pool = {need} texts (the pool starts after the first "
+            f"{2 * config.n_prompts}), but the dataset {ctx.dataset.spec!r} has "
+            f"{len(ctx.dataset)}: lower n_prompts or n_pool, or use a larger dataset (e.g. "
+            f"--data zoo:stories:{2 * need}).")
     ref = prompts(ctx, config.n_prompts, config.prompt_tokens)
     pool_batch = prompts(ctx, config.n_pool, config.prompt_tokens, offset=config.n_prompts * 2)
     result = IdeaResult(details={"families": families, "site": site,
@@ -80,11 +91,12 @@ def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
     pool = dirs.Pool.fit(pool_acts[site])
     clean = clean_run(subject, ref, site)
     freq = dirs.firing_frequency(sae, pool.acts) if sae is not None else None
-    unit_len = pool.median_pair_distance(gen)
+    unit_len = pool.median_pair_distance(ctx.generator_for("median-pair-distance"))
     details["median_pair_distance"] = unit_len
     progress = None if ctx.quiet else ctx.progress
 
     def run_family(c: CleanRun, s: str, fam: str, mode: str, p: dirs.Pool, sae_: Any) -> Any:
+        gen = ctx.generator_for(f"main:{fam}:{mode}")
         if mode == "relative":
             steps = torch.linspace(0, 1, config.n_steps)
             target_family = "real" if fam == "real_arc" else fam
@@ -139,7 +151,8 @@ def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
         fresh = subject.reinitialized(ctx.seed)
         fresh_pool = dirs.Pool.fit(pool_activations(fresh, pool_batch, [site])[site])
         fresh_clean = clean_run(fresh, ref, site)
-        t = dirs.targets("real", fresh_clean.x, fresh_pool, config.n_paths, gen)
+        t = dirs.targets("real", fresh_clean.x, fresh_pool, config.n_paths,
+                         ctx.generator_for("reinit-control"))
         res = sweep(fresh, fresh_clean, site, t, torch.linspace(0, 1, config.n_steps),
                     kind="target", rows_per_forward=config.rows_per_forward)
         s_fresh, _ = sharpness(res.l2, res.steps)
@@ -154,6 +167,7 @@ def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
 
     # -- real bases vs Gaussian-sampled bases --------------------------------------------
     if config.compare_bases:
+        gen = ctx.generator_for("bases")
         steps = torch.linspace(0, config.abs_max_distance * unit_len, config.n_steps)
         d = dirs.directions("isotropic", clean.x, pool, config.n_paths, gen)
         synth = rebase(subject, clean, site, pool.gaussian(len(clean.x), gen))
@@ -173,6 +187,7 @@ def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
         c_l = clean_run(subject, ref, s_l)
         p_l = pool if s_l == site else dirs.Pool.fit(pool_acts[s_l])
         row = {"layer": layer}
+        gen = ctx.generator_for(f"layer:{layer}")
         t = dirs.targets("real", c_l.x, p_l, config.n_paths, gen)
         res = sweep(subject, c_l, s_l, t, torch.linspace(0, 1, config.n_steps), kind="target",
                     rows_per_forward=config.rows_per_forward)
@@ -199,7 +214,8 @@ def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
 
     # -- SAE reconstructions -------------------------------------------------------------
     if config.sae_reconstruction and sae is not None:
-        _reconstruction(config, subject, clean, site, sae, gen, result)
+        _reconstruction(config, subject, clean, site, sae,
+                        ctx.generator_for("sae-reconstruction"), result)
 
     from .figures import save_all
 
@@ -228,7 +244,7 @@ def _steering(ctx: RunContext, config: PlateauConfig, subject: Any, clean: Clean
     along = (v / v.norm()).expand(len(clean.x), 1, -1)
     res_s = sweep(subject, clean, site, along, steps, kind="direction",
                   rows_per_forward=config.rows_per_forward)
-    d = dirs.directions("real", clean.x, pool, config.n_paths, ctx.generator)
+    d = dirs.directions("real", clean.x, pool, config.n_paths, ctx.generator_for("steering"))
     res_r = sweep(subject, clean, site, d, steps, kind="direction",
                   rows_per_forward=config.rows_per_forward)
     cs = first_crossing(res_s.kl, config.kl_threshold).float()

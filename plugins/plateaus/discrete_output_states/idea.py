@@ -7,7 +7,9 @@ probes; pure numpy / scikit-learn) and :mod:`.figures`.
 
 from __future__ import annotations
 
-from mi_ideas import Idea, RunContext
+from typing import Any
+
+from mi_ideas import Idea, MemoryItem, RunContext
 
 from .config import DiscreteOutputStatesConfig
 from .result import DiscreteOutputStatesResult
@@ -52,6 +54,15 @@ class DiscreteOutputStates(Idea):
     uses_model = True
     uses_data = True
     default_data = "template:person_adjective"
+
+    @classmethod
+    def estimate_memory(cls, config: DiscreteOutputStatesConfig, subject: Any = None,
+                        dataset: Any = None) -> list[MemoryItem] | None:
+        """The run's peak (the dataset gives the number and length of the prompts): see
+        :mod:`.memory`."""
+        from .memory import estimate
+
+        return estimate(config, subject, dataset)
 
     def run(self, ctx: RunContext,
             config: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResult:

@@ -71,6 +71,11 @@ def _subset(clean: CleanRun, idx: Any) -> CleanRun:
                     x=clean.x[idx], logprobs=clean.logprobs[idx], final=clean.final[idx])
 
 
+def _seed(ctx: Any, name: str) -> int:
+    """An integer seed (for scikit-learn's ``random_state``) of one sub-experiment."""
+    return int(ctx.rng_for(name).integers(2**31 - 1))
+
+
 def _median(t: Any) -> float:
     t = torch.as_tensor(t, dtype=torch.float32).reshape(-1)
     t = t[torch.isfinite(t)]
@@ -91,18 +96,23 @@ def _run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResul
                          f"stream entering block L), not {cfg.site!r}.")
     probe_sites = [subject.site(s).name for s in (cfg.probe_sites or (
         ["resid_pre.0"] + [f"resid_post.{layer}" for layer in range(subject.n_layers)]))]
-    seed = int(ctx.seed)
-    rng = ctx.rng
+    # Each sub-experiment draws from its own generator or seed (ctx.rng_for(name)), so
+    # skipping one (k = 1 skips probes and pairs) never changes the draws of another.
 
     # -- 1. prompts and one clean pass --------------------------------------------------
     n_all = len(ds)
     keep = (np.arange(n_all) if n_all <= cfg.max_prompts
-            else np.sort(rng.choice(n_all, size=cfg.max_prompts, replace=False)))
+            else np.sort(ctx.rng_for("prompts").choice(n_all, size=cfg.max_prompts,
+                                                        replace=False)))
     texts = [ds.texts[i] for i in keep]
     slot_labels = [ds.labels[i] for i in keep]
     n = len(texts)
     if n < 4:
         raise UsageError(f"dataset {ds.spec!r} has {n} prompts; at least 4 are needed.")
+    if cfg.k_min > n - 1:
+        raise UsageError(f"k_min={cfg.k_min} exceeds the {n} prompts of {ds.spec!r} minus one "
+                         f"({n - 1}): k clusters need at least k + 1 prompts; lower k_min "
+                         f"(and k_max) or use a larger dataset.")
     ctx.log(f"discrete-output-states: {n} prompts from {ds.spec}")
     clean = clean_run(subject, texts, site.name)
     logprobs = clean.logprobs.float()
@@ -111,7 +121,8 @@ def _run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResul
     # -- 2. output states -----------------------------------------------------------------
     sel = dc.select_k(logprobs.numpy(), k_min=cfg.k_min, k_max=cfg.k_max,
                       representation=cfg.representation, criterion=cfg.criterion,
-                      min_silhouette=cfg.min_silhouette, floor=cfg.logprob_floor, seed=seed,
+                      min_silhouette=cfg.min_silhouette, floor=cfg.logprob_floor,
+                      seed=_seed(ctx, "clustering"),
                       n_init=cfg.kmeans_restarts, n_refs=cfg.gap_references)
     labels = sel.labels
     k = sel.k
@@ -162,7 +173,8 @@ def _run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResul
     if k >= 2:
         stability = dc.stability(
             logprobs.numpy(), labels, representation=cfg.representation,
-            floor=cfg.logprob_floor, n_resamples=cfg.stability_resamples, seed=seed,
+            floor=cfg.logprob_floor, n_resamples=cfg.stability_resamples,
+            seed=_seed(ctx, "stability"),
             n_init=cfg.kmeans_restarts)
         result.add("cluster_stability_ari", stability,
                    f"mean adjusted Rand index between the clustering and re-clusterings (same "
@@ -206,8 +218,9 @@ def _run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResul
                 "interpolations need two or more states and are skipped.")
         details["skipped"] = "k = 1: no states to probe or interpolate between"
     else:
-        _probe(ctx, cfg, acts, labels, probe_sites, seed, result, details, tensors)
-        _plateaus(ctx, cfg, subject, clean, logprobs, labels, site.name, rng, result, details,
+        _probe(ctx, cfg, acts, labels, probe_sites, _seed(ctx, "probes"), result, details,
+               tensors)
+        _plateaus(ctx, cfg, subject, clean, logprobs, labels, site.name, result, details,
                   tensors)
 
     ctx.artifacts.save_tensors("discrete_output_states", tensors,
@@ -248,10 +261,10 @@ def _probe(ctx: Any, cfg: DiscreteOutputStatesConfig, acts: dict, labels: np.nda
 
 
 def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: CleanRun,
-              logprobs: torch.Tensor, labels: np.ndarray, site: str, rng: np.random.Generator,
+              logprobs: torch.Tensor, labels: np.ndarray, site: str,
               result: DiscreteOutputStatesResult, details: dict, tensors: dict) -> None:
-    null_labels = rng.permutation(labels)
-    pairs = make_pairs(labels, null_labels, cfg.n_pairs, rng)
+    null_labels = ctx.rng_for("null-partition").permutation(labels)
+    pairs = make_pairs(labels, null_labels, cfg.n_pairs, ctx.rng_for("pairs"))
     ref = pairs["ref"]
     x = clean.x.float()
     xr = x[torch.as_tensor(ref)]

@@ -22,7 +22,7 @@ class SensitiveDirectionsConfig(IdeaConfig):
                            "n_prompts texts of the dataset, each truncated to prompt_tokens.")
     prompt_tokens: int = Field(10, ge=2, le=1024, description="Tokens per prompt, BOS "
                                "included; x is the SAE site's activation at the last one.")
-    pool_stories: int = Field(200, ge=1, description="Texts after the prompts whose "
+    pool_stories: int = Field(200, ge=1, le=20000, description="Texts after the prompts whose "
                               "activations (every token but BOS) form the pool: covariance, "
                               "PCA, real activations and SAE firing frequencies (dead latents).")
     families: tuple[Family, ...] = Field(ALL_FAMILIES, min_length=1, description=(
@@ -53,23 +53,29 @@ class SensitiveDirectionsConfig(IdeaConfig):
                            "t = opt_t_rel * median ||x||, sweep it as family 'optimised' and "
                            "compare it with SAE decoder directions (max |cos|) against "
                            "random directions.")
-    opt_t_rel: float = Field(0.25, gt=0, description="optimise: the length t of the "
+    opt_t_rel: float = Field(0.25, gt=0, le=100, description="optimise: the length t of the "
                              "perturbation whose KL is maximised, times the median ||x||.")
     opt_restarts: int = Field(2, ge=1, le=64, description="optimise: random starts per "
                               "prompt (the best is kept).")
     opt_steps: int = Field(50, ge=1, le=10000, description="optimise: Adam steps.")
     opt_lr: float = Field(0.1, gt=0, description="optimise: Adam learning rate on the "
                           "unnormalised direction (initial norm about sqrt(d_model)).")
-    rows_per_forward: int = Field(512, ge=1, description="Perturbed rows per batched "
+    rows_per_forward: int = Field(512, ge=1, le=16384, description="Perturbed rows per batched "
                                   "forward of the sweep engine.")
 
     @model_validator(mode="after")
     def _check(self) -> "SensitiveDirectionsConfig":
         if len(set(self.families)) != len(self.families):
-            raise ValueError("families lists a family twice")
+            twice = sorted({f for f in self.families if self.families.count(f) > 1})
+            raise ValueError(f"families lists {', '.join(twice)} twice")
         for field in ("sae_family", "baseline_family"):
             if getattr(self, field) not in self.families:
-                raise ValueError(f"{field}={getattr(self, field)!r} is not in families")
-        if self.small_t_rel >= self.t_max_rel / self.n_steps:
-            raise ValueError("small_t_rel must be below t_max_rel / n_steps (the first grid step)")
+                raise ValueError(f"{field}={getattr(self, field)!r} is not in families "
+                                 f"({', '.join(self.families)})")
+        first = self.t_max_rel / self.n_steps
+        if self.small_t_rel >= first:
+            raise ValueError(
+                f"small_t_rel={self.small_t_rel:g} must be below the first grid step t_max_rel / "
+                f"n_steps = {self.t_max_rel:g} / {self.n_steps} = {first:g}: lower small_t_rel "
+                f"(e.g. {first / 2:g}) or n_steps, or raise t_max_rel")
         return self

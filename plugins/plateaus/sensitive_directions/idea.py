@@ -9,7 +9,9 @@ metrics and artifacts) and :mod:`.figures`.
 
 from __future__ import annotations
 
-from mi_ideas import Idea, RunContext
+from typing import Any
+
+from mi_ideas import Idea, MemoryItem, RunContext
 
 from .config import SensitiveDirectionsConfig
 from .result import SensitiveDirectionsResult
@@ -49,6 +51,14 @@ class SensitiveDirections(Idea):
     uses_model = True
     uses_saes = True
     uses_data = True
+
+    @classmethod
+    def estimate_memory(cls, config: SensitiveDirectionsConfig, subject: Any = None,
+                        dataset: Any = None) -> list[MemoryItem] | None:
+        """The run's peak (the dataset bounds the pool): see :mod:`.memory`."""
+        from .memory import estimate
+
+        return estimate(config, subject, dataset)
 
     def run(self, ctx: RunContext, config: SensitiveDirectionsConfig) -> SensitiveDirectionsResult:
         from .run import run

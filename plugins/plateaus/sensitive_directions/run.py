@@ -71,6 +71,10 @@ def _run(ctx: Any, config: Any) -> Any:
     if config.optimise and getattr(subject, "remote", False):
         raise UsageError("optimise=true needs gradients through the model, which remote (NDIF) "
                          "subjects do not give: run it locally or set optimise=false.")
+    if "pca" in config.families and config.n_paths > subject.d_model:
+        raise UsageError(f"n_paths={config.n_paths} exceeds the {subject.d_model} principal "
+                         f"components of {subject.spec!r} (d_model) that the pca family sweeps: "
+                         f"lower n_paths or drop pca from families.")
     sae, site = pick_sae(ctx)
     prompts, pool_ds = prompts_and_pool(ctx, config)
     ctx.log(f"sensitive-directions: {len(prompts)} prompts at {site}; pool of {len(pool_ds)} texts")
@@ -89,7 +93,8 @@ def _run(ctx: Any, config: Any) -> Any:
     grid = torch.linspace(t_max / config.n_steps, t_max, config.n_steps)
     steps = torch.cat([torch.tensor([0.0, t_small]), grid])
 
-    gen = ctx.generator
+    # Each family draws from its own generator (and the optimisation from another), so
+    # adding, dropping or skipping one never changes the directions of the others.
     pcs = principal_components(pool)
     dirs: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -98,7 +103,8 @@ def _run(ctx: Any, config: Any) -> Any:
             skipped[fam] = (f"no latent is dead: every one of the {len(freq)} latents fires "
                             f"on at least one of the {len(acts)} pool tokens")
             continue
-        d = family_directions(fam, x, pool, config.n_paths, gen, sae=sae, freq=freq, pca=pcs)
+        d = family_directions(fam, x, pool, config.n_paths, ctx.generator_for(f"family:{fam}"),
+                              sae=sae, freq=freq, pca=pcs)
         dirs[fam] = d.float()
     for field in ("sae_family", "baseline_family"):
         if getattr(config, field) not in dirs:
@@ -107,7 +113,7 @@ def _run(ctx: Any, config: Any) -> Any:
 
     opt: dict[str, Any] = {}
     if config.optimise:
-        opt = _optimise(subject, clean, site, x, config, x_norm, gen)
+        opt = _optimise(subject, clean, site, x, config, x_norm, ctx.generator_for("optimise"))
         dirs["optimised"] = opt["dirs"][:, None]
 
     names = list(dirs)
