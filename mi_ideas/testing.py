@@ -143,7 +143,7 @@ def _scaled(subject: Any, batch: Any, site: str, times: float, seed: int) -> Any
     return v / v.norm() * times * float(x.float().norm(dim=-1).mean())
 
 
-def _close(a: Any, b: Any, atol: float, what: str) -> None:
+def _assert_close(a: Any, b: Any, atol: float, what: str) -> None:
     import torch
 
     assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
@@ -213,7 +213,7 @@ class SubjectConformance:
             assert torch.equal(other.input_ids, batch.input_ids)
             assert torch.equal(other.attention_mask, batch.attention_mask)
         site = "resid_post.0"
-        _close(subject.activations(texts, [site])[site],
+        _assert_close(subject.activations(texts, [site])[site],
                subject.activations(batch, [site])[site], self.atol, "texts vs Batch")
         one = subject.as_batch(batch.input_ids[1:2, -3:])  # a tensor: every token is real
         assert one.attention_mask.all() and one.shape == (1, 3)
@@ -229,7 +229,7 @@ class SubjectConformance:
             assert tuple(x.shape) == (*batch.shape, width), site
             assert x.isfinite().all(), site
         logits = subject.forward(batch, logits=True).logits
-        _close(acts["logits"], logits, self.atol, "the logits site vs forward(logits=True)")
+        _assert_close(acts["logits"], logits, self.atol, "the logits site vs forward(logits=True)")
 
     def test_residual_stream_decomposes_into_sublayers(self, subject: Any) -> None:
         # attn_out / mlp_out are what each sublayer adds to the residual stream
@@ -242,13 +242,13 @@ class SubjectConformance:
             attn, mlp = a[f"attn_out.{layer}"], a[f"mlp_out.{layer}"]
             scale = max(1.0, float(post.abs().max()))
             if subject.parallel_residual:
-                _close(pre + attn + mlp, post, tol * scale, f"block {layer}: pre + attn + mlp")
+                _assert_close(pre + attn + mlp, post, tol * scale, f"block {layer}: pre + attn + mlp")
             else:
                 mid = a[f"resid_mid.{layer}"]
-                _close(pre + attn, mid, tol * scale, f"block {layer}: resid_pre + attn_out")
-                _close(mid + mlp, post, tol * scale, f"block {layer}: resid_mid + mlp_out")
+                _assert_close(pre + attn, mid, tol * scale, f"block {layer}: resid_pre + attn_out")
+                _assert_close(mid + mlp, post, tol * scale, f"block {layer}: resid_mid + mlp_out")
             if layer + 1 < subject.n_layers:
-                _close(post, a[f"resid_pre.{layer + 1}"], self.atol, f"resid_post.{layer}")
+                _assert_close(post, a[f"resid_pre.{layer + 1}"], self.atol, f"resid_post.{layer}")
 
     def test_positions_select_the_same_rows(self, subject: Any) -> None:
         import torch
@@ -273,9 +273,9 @@ class SubjectConformance:
         out = subject.forward(batch, read=[site], positions="last", logits=True)
         for i, text in enumerate(self.prompts):
             alone = subject.forward(text, read=[site], positions="last", logits=True)
-            _close(out.activations[site][i], alone.activations[site][0], self.agreement_atol,
+            _assert_close(out.activations[site][i], alone.activations[site][0], self.agreement_atol,
                    f"{site} of prompt {i}, padded vs alone")
-            _close(out.logits[i, -1], alone.logits[0, -1], self.agreement_atol,
+            _assert_close(out.logits[i, -1], alone.logits[0, -1], self.agreement_atol,
                    f"last logits of prompt {i}, padded vs alone")
 
     # -- interventions ----------------------------------------------------------------------
@@ -292,8 +292,8 @@ class SubjectConformance:
         patched = subject.forward(a, read=[last], logits=True, interventions=[
             Intervention(site, "replace", clean_b.activations[site][0])])
         # earlier blocks saw a's tokens, but resid_pre.L is all that later blocks read
-        _close(patched.logits, clean_b.logits, self.atol, "patched logits")
-        _close(patched.activations[last], clean_b.activations[last], self.atol, last)
+        _assert_close(patched.logits, clean_b.logits, self.atol, "patched logits")
+        _assert_close(patched.activations[last], clean_b.activations[last], self.atol, last)
         clean_a = subject.forward(a, logits=True)
         assert not _allclose(clean_a.logits, clean_b.logits), "the two inputs should differ"
 
@@ -310,9 +310,9 @@ class SubjectConformance:
                               interventions=[Intervention(at, "add", v, "last")])
         # resid_post.L-1 is the same tensor as resid_pre.L in the model; the read before
         # the intervention is unchanged
-        _close(out.activations[before], clean[before], self.atol, before)
+        _assert_close(out.activations[before], clean[before], self.atol, before)
         diff = out.activations[at] - clean[at]
-        _close(diff[:, -1], v.expand(n, -1), self.atol, f"{at} after adding v at the last position")
+        _assert_close(diff[:, -1], v.expand(n, -1), self.atol, f"{at} after adding v at the last position")
         assert diff[:, :-1].abs().max() == 0
 
     def test_interventions_at_masked_positions(self, subject: Any) -> None:
@@ -324,7 +324,7 @@ class SubjectConformance:
         clean = subject.activations(batch, [site])[site]
         out = subject.forward(batch, read=[site], interventions=[
             Intervention(site, "add", v, positions=mask)]).activations[site]
-        _close((out - clean)[mask], v.expand(int(mask.sum()), -1), self.atol, "masked rows")
+        _assert_close((out - clean)[mask], v.expand(int(mask.sum()), -1), self.atol, "masked rows")
         assert (out - clean)[~mask].abs().max() == 0
 
     def test_zero_and_mean_ablation(self, subject: Any) -> None:
@@ -336,7 +336,7 @@ class SubjectConformance:
         meaned = subject.forward(batch, read=["mlp_out.0"], interventions=[
             Intervention("mlp_out.0", "ablate", mean, positions="last")]).activations["mlp_out.0"]
         assert zero.abs().max() == 0
-        _close(meaned[:, -1], mean.expand(n, -1), self.atol, "mean-ablated last position")
+        _assert_close(meaned[:, -1], mean.expand(n, -1), self.atol, "mean-ablated last position")
 
     def test_starting_at_a_layer_equals_the_full_run(self, subject: Any) -> None:
         batch = subject.tokenize(list(self.prompts))
@@ -351,8 +351,8 @@ class SubjectConformance:
             resid[:, -1] += v
             started = subject.forward(batch, read=[final], logits=True,
                                       start_at=site, start_resid=resid)
-            _close(started.logits, full.logits, self.atol, f"logits starting at {site}")
-            _close(started.activations[final], full.activations[final], self.atol,
+            _assert_close(started.logits, full.logits, self.atol, f"logits starting at {site}")
+            _assert_close(started.activations[final], full.activations[final], self.atol,
                    f"{final} starting at {site}")
         if subject.n_layers >= 2:
             start = f"resid_pre.{subject.n_layers - 1}"
@@ -373,21 +373,21 @@ class SubjectConformance:
         assert s0["l2"].abs().max() < self.atol
         assert s0["kl"].abs().max() < self.atol  # the same run: no divergence
         assert (s0["topk_ids"] == ref.topk(5).indices).all()
-        _close(s0["topk_logprobs"], ref.topk(5).values, self.atol, "top-k log-probs")
-        _close(s0["entropy"], -(ref.exp() * ref).sum(-1), self.atol, "entropy")
-        _close(s0["final_norm"], final.float().norm(dim=-1), self.atol, "final_norm")
+        _assert_close(s0["topk_logprobs"], ref.topk(5).values, self.atol, "top-k log-probs")
+        _assert_close(s0["entropy"], -(ref.exp() * ref).sum(-1), self.atol, "entropy")
+        _assert_close(s0["final_norm"], final.float().norm(dim=-1), self.atol, "final_norm")
         site = f"resid_pre.{_middle(subject)}"
         v = _scaled(subject, batch, site, 2.0, seed=1)
         s1 = subject.forward(batch, read=[last], positions="last", interventions=[
             Intervention(site, "add", v)], stats=StatsRequest(kl_reference=ref, l2_reference=final))
         assert (s1.stats["kl"] > 1e-3).all()
-        _close(s1.stats["l2"], (s1.activations[last] - final).float().norm(dim=-1), self.atol,
+        _assert_close(s1.stats["l2"], (s1.activations[last] - final).float().norm(dim=-1), self.atol,
                "l2 to the reference")
 
     def test_logprobs_are_the_last_token_log_softmax(self, subject: Any) -> None:
         batch = subject.tokenize(list(self.prompts))
         logits = subject.forward(batch, logits=True).logits
-        _close(subject.logprobs(batch), logits[:, -1].float().log_softmax(-1), self.atol,
+        _assert_close(subject.logprobs(batch), logits[:, -1].float().log_softmax(-1), self.atol,
                "logprobs")
 
     def test_generation_is_greedy_decoding_with_interventions(self, subject: Any) -> None:
@@ -451,8 +451,8 @@ class SubjectConformance:
         ours = subject.activations(batch, sites, positions=mask)
         # hidden_states[L] enters block L; the last one is after the final norm
         for i, site in enumerate(sites[:-1]):
-            _close(ours[site], hf.hidden_states[i][mask], self.agreement_atol, site)
-        _close(ours["logits"], hf.logits[mask], self.agreement_atol, "logits")
+            _assert_close(ours[site], hf.hidden_states[i][mask], self.agreement_atol, site)
+        _assert_close(ours["logits"], hf.logits[mask], self.agreement_atol, "logits")
 
     def test_greedy_generation_matches_the_reference_model(self, subject: Any,
                                                            request: Any) -> None:

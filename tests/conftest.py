@@ -40,6 +40,19 @@ def remote(ndif_model_dir, ndif_server, ndif_config):
     return load_subject(f"hf:{ndif_model_dir}", remote=ndif_server.url)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module (``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``): tiny models on a shared 2-core machine
+    run many times faster (OpenMP threads contend with other processes). Restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def toy_host(register_plugin, mi_ideas_host):
     """The installed host plus the `toy` plugin (ideas `toy-dict`, `toy-echo`, `toy-fail`, `toy-probe`, `toy-steps`)."""

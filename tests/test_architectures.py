@@ -109,14 +109,7 @@ def tiny(tmp_path_factory) -> Tiny:
     return Tiny(tmp_path_factory)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~50x faster than
-    two (OpenMP threads contend with other processes). Restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(params=ARCH_NAMES)

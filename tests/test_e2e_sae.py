@@ -22,12 +22,7 @@ from mi_ideas_plugins.plateaus.activation_plateaus.e2e_sae import run_e2e_platea
 D, READ, VOCAB = 16, 4, 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- the toy

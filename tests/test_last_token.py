@@ -33,13 +33,7 @@ TL_CONVERTS = ("gpt2", "gpt_neox", "gpt_neox_sequential", "llama", "mistral", "q
 N_ROWS = 13
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread (see test_architectures)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Models:

@@ -52,12 +52,7 @@ def cache_dir(tmp_path_factory):
     mp.undo()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _direct_rows(subject, texts):

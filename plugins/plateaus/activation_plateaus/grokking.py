@@ -131,27 +131,16 @@ def relu_crossings(weight: Any, bias: Any, x_a: Any, x_b: Any) -> tuple[Any, Any
 
 
 def onset(curves: Any, alphas: Any, frac: float) -> Any:
-    """α at which each curve ``(..., n)`` first reaches ``frac`` × its endpoint value.
+    """α at which each curve ``(..., n)`` first reaches ``frac`` × its endpoint value: the
+    family's :func:`~mi_ideas_plugins.plateaus.common.curves.onset` (linear interpolation;
+    α_0 when the curve starts at the level), with paths whose endpoint is at most 1e-12
+    (nothing to reach) NaN."""
+    import math
 
-    Linearly interpolated between the last grid point below and the first at or above the
-    level; NaN where the endpoint is ≤ 1e-12 (nothing to reach), and α_0 when the curve starts
-    at or above the level.
-    """
-    import torch
+    from ..common.curves import onset as shared_onset
 
-    curves, alphas = curves.double(), alphas.double()
-    level = frac * curves[..., -1:]
-    above = curves >= level
-    k = above.float().argmax(-1, keepdim=True)  # first index at or above (the last one is)
-    km1 = (k - 1).clamp_min(0)
-    c_k, c_km1 = curves.gather(-1, k), curves.gather(-1, km1)
-    a = alphas.expand_as(curves)
-    a_k, a_km1 = a.gather(-1, k), a.gather(-1, km1)
-    gap = c_k - c_km1
-    t = torch.where(gap > 0, (level - c_km1) / torch.where(gap > 0, gap, torch.ones_like(gap)),
-                    torch.ones_like(gap))
-    out = torch.where(k == 0, a_k, a_km1 + t.clamp(0, 1) * (a_k - a_km1)).squeeze(-1)
-    return torch.where(curves[..., -1] > 1e-12, out, torch.full_like(out, float("nan")))
+    # the shared floor keeps endpoints >= floor; this module's rule is endpoint > 1e-12
+    return shared_onset(curves, alphas, frac, floor=math.nextafter(1e-12, math.inf))
 
 
 def loglog_slope(curves: Any, alphas: Any, points: int = 4) -> Any:
