@@ -17,14 +17,14 @@ from typing import Any
 
 from mi_ideas.errors import ConfigError, MiIdeasError, RunError, UsageError
 from mi_ideas.hookspecs import hookimpl
-from mi_ideas.contract import Idea, IdeaConfig, IdeaResult, MemoryItem, Provenance
+from mi_ideas.contract import Headline, Idea, IdeaConfig, IdeaResult, MemoryItem, Provenance
 from mi_ideas.context import RunContext
 from mi_ideas.runs.records import RunRecord, load_run
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "Idea", "IdeaConfig", "IdeaResult", "MemoryItem", "MiIdeasError", "Provenance",
+    "ConfigError", "Headline", "Idea", "IdeaConfig", "IdeaResult", "MemoryItem", "MiIdeasError", "Provenance",
     "RunContext", "RunError", "RunRecord", "UsageError", "hookimpl", "list_ideas",
     "load_dataset", "load_dictionary", "load_run", "load_subject", "run",
 ]

@@ -130,6 +130,21 @@ class MemoryItem:
     fields: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Headline:
+    """One of the 3-5 numbers that decide an idea's question, next to its control.
+
+    ``metric`` and ``control`` are names in ``result.metrics`` (``control`` is the number
+    the metric must be read against, e.g. the re-initialised model or a shuffled
+    baseline; None when there is none); ``label`` is a short human name for the pair.
+    Run pages, the index and the demo show these first.
+    """
+
+    metric: str
+    control: str | None = None
+    label: str = ""
+
+
 class Idea:
     """Base class of an idea. Subclass it and register the subclass from a plugin."""
 
@@ -164,6 +179,24 @@ class Idea:
         (the run's :class:`mi_ideas.data.Dataset`, or None).
         """
         return None
+
+    @classmethod
+    def headlines(cls, result: IdeaResult) -> list[Headline]:
+        """The numbers that decide the question, each with its control (3-5 of them).
+
+        Override in an idea; names not in ``result.metrics`` are skipped by the report.
+        The default, an empty list, makes reports show the first few metrics instead.
+        """
+        return []
+
+    @classmethod
+    def answer(cls, result: IdeaResult) -> str:
+        """One generated sentence saying what the headline numbers say (plain text).
+
+        Override in an idea; it must be derived from ``result`` (never a fixed claim),
+        and say "no effect" where the numbers say so. The default is empty.
+        """
+        return ""
 
     @classmethod
     def description(cls) -> str:

@@ -1,0 +1,3 @@
+"""The saes-vs-clustering idea (work in progress)."""
+
+IDEAS: list = []

@@ -1,0 +1,3 @@
+"""The sparsify-model idea (work in progress)."""
+
+IDEAS: list = []

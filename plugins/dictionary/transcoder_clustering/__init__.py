@@ -1,0 +1,3 @@
+"""The transcoder-clustering idea (work in progress)."""
+
+IDEAS: list = []

@@ -1,0 +1,11 @@
+"""Built-in idea plugin ``layernorm-removal`` (work in progress)."""
+
+from mi_ideas.hookspecs import hookimpl
+
+IDEAS: list = []
+
+
+@hookimpl
+def mi_ideas_register_ideas(register):
+    for idea in IDEAS:
+        register(idea)
