@@ -164,6 +164,9 @@ class Idea:
     #: Whether the idea reads a dataset (``--data``; ``ctx.dataset``) and its default spec.
     uses_data: ClassVar[bool] = False
     default_data: ClassVar[str] = "zoo:stories"
+    #: Named config overrides (``mi-ideas run IDEA --preset NAME``), e.g. ``{"quick": {...}}``
+    #: for a fast run of the same experiment; every value must validate against ``Config``.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def run(self, ctx: RunContext, config: Any) -> IdeaResult:  # pragma: no cover - abstract
         raise NotImplementedError
