@@ -31,8 +31,12 @@ $(VENV)/.example: $(EXAMPLE)/pyproject.toml $(VENV)/.installed
 
 install: $(VENV)/.installed
 
+# The headline idea, activation-plateaus, with its quick preset on the zoo model; --index
+# also writes runs/index.html. It ends with the run page's path, the headline numbers next
+# to their controls and the one-sentence answer. Progress shows as bars on a terminal and
+# as one line per stage in a log.
 demo: $(VENV)/.installed
-	$(VENV)/bin/mi-ideas run cis-toy-model
+	$(VENV)/bin/mi-ideas run activation-plateaus --preset quick --out runs --index
 
 test: $(VENV)/.example
 	$(VENV)/bin/lint-imports

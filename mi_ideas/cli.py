@@ -92,6 +92,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         takes.append(f"--data (default {cls.default_data})")
     if takes:
         print(f"takes: {'; '.join(takes)}" + ("; --remote" if cls.remote else ""))
+    if cls.presets:
+        print(f"presets (--preset NAME): " + "; ".join(
+            f"{name} ({', '.join(f'{k}={v!r}' for k, v in values.items())})"
+            for name, values in cls.presets.items()))
     print()
     print(cls.description())
     print()
@@ -138,6 +142,34 @@ def print_metrics(result: Any, out: Any = None) -> None:
         print(f"{k:<{w}}  {vals[k]:>{vw}}  {d}", file=out)
 
 
+def print_summary(run_dir: Any, host: Any = None, out: Any = None) -> None:
+    """The report's path, the headline numbers (each with its control) and the answer."""
+    from pathlib import Path
+
+    from mi_ideas.report import load_view
+
+    out = out or sys.stdout
+    view = load_view(run_dir, host=host)
+    report = Path(run_dir) / "report.html"
+    print(f"\nreport: {report if report.is_file() else '(none; `mi-ideas report RUN_DIR`)'}",
+          file=out)
+    for h in view.headlines:
+        control = (f"   (control {h.control}: {_format_value(float(h.control_value))})"
+                   if h.control else "")
+        print(f"  {h.label}: {_format_value(float(h.value))}{control}", file=out)
+    if view.answer:
+        print(f"{view.answer}", file=out)
+
+
+def _maybe_index(args: argparse.Namespace, run_dir: Any, host: Any) -> None:
+    if getattr(args, "index", False):
+        from pathlib import Path
+
+        from mi_ideas.report import write_index
+
+        print(f"index: {write_index(Path(run_dir).parent.parent, host=host)}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from mi_ideas.runs import execute
 
@@ -156,9 +188,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         data=args.data,
         remote=args.remote,
         memory_budget=args.memory_budget,
+        preset=args.preset,
     )
     print_metrics(record.result)
     print(f"\nrun directory: {record.path}")
+    _maybe_index(args, record.path, host)
+    print_summary(record.path, host=host)
     return 0
 
 
@@ -170,6 +205,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
                     data=args.data, remote=args.remote, memory_budget=args.memory_budget)
     print_metrics(record.result)
     print(f"\nrun directory: {record.path}")
+    print_summary(record.path)
     return 0
 
 
@@ -206,13 +242,79 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mi_ideas.errors import UsageError
-    from mi_ideas.report import write_report
+    from mi_ideas.report import write_comparison, write_index, write_report
 
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "provenance.json").is_file():
-        raise UsageError(f"{str(run_dir)!r} is not a run directory (no provenance.json).")
-    print(write_report(run_dir))
+    host = _host(args)
+    paths = [Path(p) for p in args.paths]
+    for p in paths:
+        if not p.is_dir():
+            raise UsageError(f"{str(p)!r} is not a directory; give a run directory, a runs "
+                             f"directory (for its index), or several run directories to compare.")
+    if len(paths) == 1 and (paths[0] / "provenance.json").is_file():
+        print(write_report(paths[0], host=host))
+    elif len(paths) == 1:
+        print(write_index(paths[0], host=host))
+    else:
+        bad = [str(p) for p in paths if not (p / "provenance.json").is_file()]
+        if bad:
+            raise UsageError(f"{', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} "
+                             f"not run directories (no provenance.json); a comparison takes run "
+                             f"directories like runs/<idea>/<timestamp>-<hash>/.")
+        print(write_comparison(paths, out=args.out, host=host))
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from mi_ideas.config import build_config, parse_overrides, preset_values
+    from mi_ideas.errors import ConfigError, RunError
+    from mi_ideas.report import grid_points, parse_grid, parse_seeds, write_index, write_sweep
+    from mi_ideas.report.sweep import SweepRun, point_values
+    from mi_ideas.runs import default_runs_dir, execute
+
+    host = _host(args)
+    idea_cls = host.get_idea(args.idea)
+    grid, seeds = parse_grid(args.grid or []), parse_seeds(args.seeds)
+    clash = sorted(set(grid) & set(parse_overrides(args.set or [])))
+    if clash:
+        raise ConfigError(f"{', '.join(clash)} is given both to --grid and --set; give each "
+                          f"field once (--grid sweeps it, --set fixes it).")
+    points = grid_points(grid)
+    base = preset_values(idea_cls, args.preset)
+    for p in points:  # every point's config is valid before anything runs
+        build_config(idea_cls.Config, file=args.config, sets=args.set or [],
+                     values=point_values(p), idea=args.idea, base=base)
+    root = default_runs_dir() if args.out is None else args.out
+    runs, n = [], len(points) * len(seeds)
+    command = " ".join(["mi-ideas", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else ""
+    try:
+        for p in points:
+            for seed in seeds:
+                label = ", ".join(f"{k}={v}" for k, v in p.items())
+                print(f"sweep {len(runs) + 1}/{n}: {label}, seed {seed}", file=sys.stderr, flush=True)
+                try:
+                    record = execute(args.idea, file=args.config, sets=args.set or [],
+                                     config=point_values(p), seed=seed, out=root, host=host,
+                                     quiet=args.quiet, command=["mi-ideas", *sys.argv[1:]],
+                                     model=args.model, saes=args.sae, data=args.data,
+                                     remote=args.remote, memory_budget=args.memory_budget,
+                                     preset=args.preset)
+                    runs.append(SweepRun(p, seed, str(record.path), "complete"))
+                except RunError as exc:
+                    print(f"mi-ideas: error: {exc}", file=sys.stderr)
+                    runs.append(SweepRun(p, seed, exc.run_dir, "failed", str(exc)))
+    finally:  # an interrupted sweep still gets a page of what it has
+        if runs:
+            from mi_ideas.runs.layout import utc_now
+
+            page = write_sweep(args.idea, grid, seeds, runs, root,
+                               utc_now().strftime("%Y%m%dT%H%M%SZ"), host=host, command=command)
+            print(f"sweep page: {page}")
+            if args.index:
+                print(f"index: {write_index(root, host=host)}")
+    failed = sum(r.status != "complete" for r in runs)
+    if failed:
+        print(f"mi-ideas: {failed} of {n} sweep runs failed; the page lists them.", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
@@ -333,9 +435,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR",
                    help="runs directory (default ./runs or MI_IDEAS_RUNS_DIR); the run goes "
                         "to DIR/<idea>/<timestamp>-<hash>/")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--preset", metavar="NAME",
+                   help="start from one of the idea's named configs (Idea.presets, e.g. quick); "
+                        "--config and --set override it")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--index", action="store_true",
+                   help="also (re)write the runs directory's index.html")
     _input_flags(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", parents=[common],
+                       help="run an idea over a grid of config values and seeds; one page")
+    p.add_argument("idea")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                   help="a config field and the values to sweep (repeatable: the product is run)")
+    p.add_argument("--seeds", metavar="S1,S2", default="0",
+                   help="seeds for every grid point: 0,1,2 or 0-4 (default 0)")
+    p.add_argument("--config", metavar="FILE", help="config file for the fixed fields")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix one config field")
+    p.add_argument("--preset", metavar="NAME", help="start from one of the idea's presets")
+    p.add_argument("--out", metavar="DIR", help="runs directory (default ./runs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output from the runs")
+    p.add_argument("--index", action="store_true", help="also (re)write the runs index.html")
+    _input_flags(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("resume", parents=[common],
                        help="run a failed or interrupted run again in its directory")
@@ -348,8 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("report", parents=[common], help="write a run directory's report.html")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = sub.add_parser("report", parents=[common],
+                       help="write a run's report.html, a runs directory's index.html, or a "
+                            "comparison of several runs")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="RUN_DIR (its report.html), RUNS_DIR (its index.html) or RUN_DIR "
+                        "RUN_DIR ... (a comparison page)")
+    p.add_argument("--out", metavar="FILE",
+                   help="where to write a comparison (default RUNS/comparisons/<idea>-<hash>.html)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("zoo", parents=[common], help="the embedded models and dictionaries")

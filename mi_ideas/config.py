@@ -110,11 +110,13 @@ def build_config(
     sets: Iterable[str] = (),
     values: Mapping[str, Any] | None = None,
     idea: str = "",
+    base: Mapping[str, Any] | None = None,
 ) -> BaseModel:
-    """Validate file values, then ``--set`` overrides, then keyword values, into a config."""
-    data: dict[str, Any] = {}
+    """Validate ``base`` (a preset's values), then file values, then ``--set`` overrides,
+    then keyword values, each overriding the one before, into a config."""
+    data: dict[str, Any] = dict(base or {})
     if file is not None:
-        data = load_config_file(file)
+        data = merge(data, load_config_file(file))
     data = merge(data, parse_overrides(sets))
     if values:
         data = merge(data, values)
@@ -124,6 +126,27 @@ def build_config(
         raise ConfigError(
             render_validation_error(exc, idea=idea, fields=list(config_cls.model_fields))
         ) from None
+
+
+def preset_values(idea_cls: Any, preset: str | None) -> dict[str, Any]:
+    """The config values of ``idea_cls.presets[preset]`` (``--preset NAME``; {} for None).
+
+    A preset is the base a config file and ``--set`` override. An unknown name is a
+    :class:`ConfigError` listing the idea's presets."""
+    if preset is None:
+        return {}
+    presets = dict(getattr(idea_cls, "presets", None) or {})
+    name = getattr(idea_cls, "name", "?")
+    if preset not in presets:
+        close = difflib.get_close_matches(preset, list(presets), n=1)
+        have = (f"its presets are {', '.join(repr(p) for p in presets)}" if presets
+                else "it defines none (Idea.presets)")
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(
+            f"{name!r} has no preset {preset!r}; {hint}{have}. Run without --preset, or set "
+            f"the fields yourself with --set (`mi-ideas show {name}` lists them)."
+        )
+    return dict(presets[preset])
 
 
 def render_validation_error(

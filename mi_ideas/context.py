@@ -114,10 +114,14 @@ class RunContext:
         return np.random.default_rng(derived_seed(self.seed, name))
 
     def progress(self, iterable: Any = None, *, total: int | None = None, desc: str = "") -> Any:
-        """A tqdm progress bar on stderr (silent when the run is quiet)."""
+        """A progress bar for a loop: tqdm on stderr when it is a terminal (or a notebook);
+        one line per stage when it is not ("  desc: 12/12 in 0.4 s", when the loop ends), so
+        logs stay readable; nothing when the run is quiet."""
+        if self.quiet or not progress_bars_wanted():
+            return StageLine(iterable, total=total, desc=desc, quiet=self.quiet)
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, total=total, desc=desc, disable=self.quiet, leave=False)
+        return tqdm(iterable, total=total, desc=desc, leave=False)
 
     def checkpoint(self, name: str, tensors: dict[str, "torch.Tensor"],
                    state: dict[str, Any] | None = None) -> None:
@@ -205,6 +209,73 @@ class RunContext:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "log.txt", "a", encoding="utf-8") as f:
             f.write(message.rstrip("\n") + "\n")
+
+
+def progress_bars_wanted() -> bool:
+    """Whether progress bars can be drawn: stderr is a terminal, or we are in a notebook."""
+    import sys
+
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+class StageLine:
+    """``ctx.progress`` when stderr is not a terminal: the loop runs as usual and one line is
+    printed when it ends (``  harvest: 12/12 in 0.4 s``), instead of a bar redrawn with
+    carriage returns that fills a log file. Supports what ideas use of tqdm: iteration,
+    ``update``, ``close``, ``set_description``, ``set_postfix`` and ``with``."""
+
+    def __init__(self, iterable: Any = None, *, total: int | None = None, desc: str = "",
+                 quiet: bool = False):
+        import time
+
+        self.iterable, self.desc, self.quiet, self.n = iterable, desc, quiet, 0
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total = total
+        self._t0, self._closed = time.perf_counter(), False
+
+    def __len__(self) -> int:
+        return int(self.total or 0)
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for item in self.iterable if self.iterable is not None else ():
+                yield item
+                self.n += 1
+        finally:
+            self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_description(self, desc: str = "", refresh: bool = True) -> None:
+        self.desc = desc
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        import sys
+        import time
+
+        if self._closed:
+            return
+        self._closed = True
+        if not self.quiet:
+            of = f"/{self.total}" if self.total is not None else ""
+            print(f"  {self.desc or 'progress'}: {self.n}{of} in "
+                  f"{time.perf_counter() - self._t0:.1f} s", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "StageLine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def derived_seed(seed: int, name: str) -> int:

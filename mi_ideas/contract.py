@@ -119,6 +119,34 @@ class IdeaResult(BaseModel):
         self.metrics[name] = float(value)
         self.definitions[name] = definition
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view of a result: the metrics with their definitions, and the figures
+        inline when the run directory is known (kept here, not in mi_ideas.report: the
+        contract sits below the report in the layers)."""
+        import base64
+        import html
+        from pathlib import Path
+
+        def fmt(v: float) -> str:
+            return str(int(v)) if v == v and abs(v) < 1e12 and v == int(v) else f"{v:.4g}"
+
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td style='text-align:right'>{fmt(v)}</td>"
+            f"<td style='text-align:left'>{html.escape(self.definitions.get(k, ''))}</td></tr>"
+            for k, v in self.metrics.items())
+        parts = [f"<div><strong>{html.escape(type(self).__name__)}</strong>"
+                 + (f" <code>{html.escape(self.run_dir)}</code>" if self.run_dir else "")
+                 + "<table><tr><th>metric</th><th>value</th><th style='text-align:left'>"
+                 f"definition</th></tr>{rows}</table>"]
+        for name, rel in self.figures.items():
+            path = Path(self.run_dir or ".") / rel
+            if self.run_dir and path.is_file():
+                data = base64.b64encode(path.read_bytes()).decode()
+                parts.append(f"<figure><img alt='{html.escape(name)}' style='max-width:100%' "
+                             f"src='data:image/png;base64,{data}'><figcaption>"
+                             f"{html.escape(name)}</figcaption></figure>")
+        return "".join(parts) + "</div>"
+
 
 @dataclass(frozen=True)
 class MemoryItem:

@@ -73,6 +73,8 @@ def _cases(tmp: Path, toy_host) -> list[tuple[str, list[str], int, str]]:
 
     corrupt_result = Path(mi_ideas.run("toy-echo", out=tmp / "r", quiet=True).run_dir)
     (corrupt_result / "result.json").write_text('{"metrics": ')
+    echo_run = Path(mi_ideas.run("toy-echo", out=tmp / "e", quiet=True).run_dir)
+    (tmp / "norun").mkdir()
     out = ["--out", str(tmp / "runs")]
     return [
         ("`--sae zoo:nope` (no such dictionary)", ["run", "toy-dict", "--sae", "zoo:nope", *out], 2,
@@ -112,6 +114,18 @@ def _cases(tmp: Path, toy_host) -> list[tuple[str, list[str], int, str]]:
                                                    "--remote", "local", *out], 2, "run locally only"),
         ("`--remote` on an idea that uses no model", ["run", "toy-echo", "--remote", "local", *out], 2,
          "uses no model"),
+        ("`--preset` on an idea without presets", ["run", "toy-echo", "--preset", "quick", *out], 2,
+         "it defines none"),
+        ("`report` on a folder with no runs", ["report", str(tmp / "norun")], 2,
+         "holds no run directories"),
+        ("`report` comparing runs of different ideas", ["report", str(echo_run), str(failed)], 2,
+         "different ideas"),
+        ("`sweep --grid n` (no values)", ["sweep", "toy-echo", "--grid", "n", *out], 2,
+         "--grid expects KEY=V1,V2"),
+        ("`sweep` with a key in both `--grid` and `--set`",
+         ["sweep", "toy-echo", "--grid", "n=1,2", "--set", "n=3", *out], 2, "both to --grid and --set"),
+        ("`sweep --seeds a`", ["sweep", "toy-echo", "--grid", "n=1", "--seeds", "a", *out], 2,
+         "--seeds expects integers"),
         ("an idea that raises mid-run", ["run", "toy-fail", *out], 1, "marked failed"),
     ]
 

@@ -124,7 +124,8 @@ def test_report_of_a_failed_run_shows_the_error(toy_host, tmp_path, capsys):
     assert main(["report", str(run_dir)]) == 0
     page = (run_dir / "report.html").read_text()
     assert "status failed" in page and "the toy idea failed on purpose" in page
-    assert main(["report", str(tmp_path)]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2  # a folder with no runs
 
 
 def test_a_crashed_run_resumes_from_its_checkpoint(toy_host, tmp_path, capsys):

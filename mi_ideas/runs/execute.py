@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
-from mi_ideas.context import RunContext
+from mi_ideas.context import RunContext, progress_bars_wanted
 from mi_ideas.contract import IdeaConfig, IdeaResult, Provenance
 from mi_ideas.errors import MiIdeasError, RunError, UsageError
 from mi_ideas.runs.inputs import RunInputs, resolve_inputs
@@ -38,38 +39,50 @@ def execute(
     data: Any = None,
     remote: Any = None,
     memory_budget: Any = None,
+    preset: str | None = None,
 ) -> RunRecord:
     """Validate a config, run an idea into a new run directory, and return the record.
 
-    Config precedence: ``file`` < ``sets`` (``key=value`` strings) < ``config`` (a mapping
-    of values or a ready config object). Raises :class:`~mi_ideas.errors.ConfigError` before
-    anything is written when the config is bad, and :class:`~mi_ideas.errors.RunError`
-    (run directory marked failed) when the idea raises.
+    Config precedence: ``preset`` (a name in ``Idea.presets``) < ``file`` < ``sets``
+    (``key=value`` strings) < ``config`` (a mapping of values or a ready config object).
+    Raises :class:`~mi_ideas.errors.ConfigError` before anything is written when the config
+    is bad, and :class:`~mi_ideas.errors.RunError` (run directory marked failed) when the
+    idea raises.
     """
-    from mi_ideas.config import build_config
+    from mi_ideas.config import build_config, preset_values
     from mi_ideas.host import get_host
 
     host = host or get_host()
     idea_cls = host.get_idea(idea_name)
+    base = preset_values(idea_cls, preset)
     if isinstance(config, IdeaConfig):
         if not isinstance(config, idea_cls.Config):
             raise UsageError(
                 f"config is a {type(config).__name__}, but {idea_name!r} expects "
                 f"{idea_cls.Config.__name__}."
             )
-        if file is not None or sets:
+        if file is not None or sets or base:
             config = build_config(
                 idea_cls.Config, file=file, sets=sets,
-                values=config.model_dump(exclude_unset=True), idea=idea_name,
+                values=config.model_dump(exclude_unset=True), idea=idea_name, base=base,
             )
     else:
-        config = build_config(idea_cls.Config, file=file, sets=sets, values=config, idea=idea_name)
+        config = build_config(idea_cls.Config, file=file, sets=sets, values=config, idea=idea_name,
+                              base=base)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise UsageError(f"seed must be an integer, got {seed!r}.")
     # Model, dictionaries and data are resolved before the run directory exists, so a bad
     # spec is a usage error that writes nothing.
-    inputs = resolve_inputs(idea_cls, host, model=model, saes=saes, data=data,
-                            remote=remote, seed=seed)
+    t_load = time.perf_counter()
+    with library_bars(show=not quiet and progress_bars_wanted(), models=idea_cls.uses_model):
+        inputs = resolve_inputs(idea_cls, host, model=model, saes=saes, data=data,
+                                remote=remote, seed=seed)
+    # Stage lines come when a stage is done, so an error is never preceded by one.
+    loaded = [w for w, used in (("the model", idea_cls.uses_model),
+                                ("dictionaries", idea_cls.uses_saes),
+                                ("data", idea_cls.uses_data)) if used]
+    if not quiet and loaded:
+        stage(f"{idea_name}: loaded {', '.join(loaded)} in {time.perf_counter() - t_load:.1f} s")
     estimate = check_memory(idea_cls, config, inputs.subject, memory_budget, inputs.dataset)
 
     started = utc_now()
@@ -91,6 +104,7 @@ def execute(
         status="running",
         started_at=started.isoformat(),
         memory_estimate_bytes=estimate,
+        preset=preset,
         **inputs.provenance(),
     )
     record = RunRecord(idea=idea_name, config=config, seed=seed, path=path, provenance=provenance)
@@ -133,13 +147,14 @@ def _resume_locked(run_dir: str | Path, host: Any, quiet: bool, command: list[st
     recorded_saes = [d["spec"] for d in prov.get("dictionaries") or []] or None
     recorded_data = (prov.get("data") or {}).get("spec")
     recorded_remote = (prov.get("model") or {}).get("remote")
-    inputs = resolve_inputs(
-        idea_cls, host, seed=old.seed,
-        model=model if model is not None else recorded_model,
-        saes=saes if saes is not None else recorded_saes,
-        data=data if data is not None else recorded_data,
-        remote=remote if remote is not None else recorded_remote,
-    )
+    with library_bars(show=not quiet and progress_bars_wanted(), models=idea_cls.uses_model):
+        inputs = resolve_inputs(
+            idea_cls, host, seed=old.seed,
+            model=model if model is not None else recorded_model,
+            saes=saes if saes is not None else recorded_saes,
+            data=data if data is not None else recorded_data,
+            remote=remote if remote is not None else recorded_remote,
+        )
     check_memory(idea_cls, old.config, inputs.subject, memory_budget, inputs.dataset)
     attempt = {k: prov.get(k) for k in ("started_at", "finished_at", "status", "error",
                                         "wall_time_s")}
@@ -168,7 +183,8 @@ def _run_in(record: RunRecord, idea_cls: Any, inputs: "RunInputs", host: Any,
                      saes=inputs.saes, dataset=inputs.dataset)
     try:
         host.run_started(record)
-        result = idea_cls().run(ctx, config)
+        with library_bars(show=not quiet and progress_bars_wanted(), models=idea_cls.uses_model):
+            result = idea_cls().run(ctx, config)
         if not isinstance(result, idea_cls.Result):
             raise TypeError(
                 f"{idea_cls.__name__}.run returned {type(result).__name__}, "
@@ -208,8 +224,34 @@ def _run_in(record: RunRecord, idea_cls: Any, inputs: "RunInputs", host: Any,
               f"`mi-ideas report {path}` tries again.", file=sys.stderr)
     result = result.model_copy(update={"provenance": record.provenance})
     record.result = result
+    if not quiet:
+        stage(f"{idea_name}: complete (seed {seed}) in {record.provenance.wall_time_s} s")
     _notify_finished(host, record, result)
     return record
+
+
+def stage(message: str) -> None:
+    """One line on stderr saying which stage a run is in (quiet runs print none)."""
+    print(f"mi-ideas: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def library_bars(show: bool, models: bool) -> Iterator[None]:
+    """Hide the loading bars of transformers / huggingface_hub (``Loading weights``) unless
+    they can be drawn (a terminal, not quiet): under ``-q`` or in a log file they are noise.
+    Only touches transformers when the idea loads a model (importing it is slow)."""
+    if show or not models:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _finish(record: RunRecord, t0: float, status: str, error: str | None = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mi_ideas import Idea, RunContext
+from mi_ideas import Headline, Idea, RunContext
 
 from .config import CisConfig
 from .result import CisResult
@@ -90,6 +90,85 @@ class CisToyModel(Idea):
             MemoryItem("a training batch per instance", 4 * f * inst * config.tms_batch_size * (2 * n + m),
                        ("tms_n_instances", "tms_batch_size", "tms_n_features")),
         ]
+
+    @classmethod
+    def headlines(cls, result: CisResult) -> list[Headline]:
+        """Per task, the numbers that decide it, each against its control: U-AND's gate
+        recall and false-positive rate against the linear control; compressed computation's
+        gain over the naive baseline with mixed against clean labels; TMS's geometry with
+        sparse against dense features."""
+        if result.task == "u-and":
+            return [
+                Headline("mlp_recall_mean", "control_recall_mean", "gate recall: MLP vs linear control"),
+                Headline("mlp_fpr_mean", "control_fpr_mean", "false-positive rate: MLP vs linear control"),
+                Headline("construction_recall_mean", "control_recall_mean",
+                         "gate recall: hand-built construction vs linear control"),
+                Headline("gates_per_neuron", None, "AND gates per neuron"),
+            ]
+        if result.task == "compressed-computation":
+            return [
+                Headline("ratio_mixing", "ratio_clean", "MSE / naive MSE: mixed vs clean labels"),
+                Headline("mse_mixing", "naive_mse_mixing", "MSE, mixed labels: trained vs naive"),
+                Headline("mse_clean", "naive_mse_clean", "MSE, clean labels: trained vs naive"),
+                Headline("mixing_subspace_frac_mixing", "mixing_subspace_frac_clean",
+                         "MLP inputs in the mixing subspace: mixed vs clean labels"),
+            ]
+        return [
+            Headline("n_represented", "dense_n_represented", "features represented: sparse vs dense"),
+            Headline("dims_per_feature", "dense_dims_per_feature", "dimensions per feature: sparse vs dense"),
+            Headline("gap_max_dev_deg", "dense_gap_max_dev_deg",
+                     "deviation from a regular polygon (degrees): sparse vs dense"),
+            Headline("max_cos", "dense_max_cos", "largest interference cos: sparse vs dense"),
+        ]
+
+    @classmethod
+    def answer(cls, result: CisResult) -> str:
+        """One sentence from the headline numbers (thresholds stated in the sentence's logic:
+        a recall gain of at least 0.1 over the control, an MSE ratio below 0.95)."""
+        m = result.metrics
+        try:
+            if result.task == "u-and":
+                r, c, f = m["mlp_recall_mean"], m["control_recall_mean"], m["mlp_fpr_mean"]
+                g = m["gates_per_neuron"]
+                if r - c < 0.1:
+                    return (f"No computation in superposition shown: the MLP's mean gate recall "
+                            f"({r:.0%}) is not clearly above the linear control's ({c:.0%}), "
+                            f"with {g:.3g} gates per neuron.")
+                fpr = (f"at a false-positive rate of {f:.1%}" if f <= 0.1 else
+                       f"but with a false-positive rate of {f:.1%}, so it does not compute them cleanly")
+                return (f"The MLP computes {g:.3g} AND gates per neuron: mean gate recall {r:.0%} "
+                        f"against {c:.0%} for the linear control, {fpr}.")
+            if result.task == "compressed-computation":
+                rm, rc = m["ratio_mixing"], m["ratio_clean"]
+                if rc < 0.95:
+                    return (f"The model beats the naive one-neuron-per-feature baseline even with "
+                            f"clean labels (MSE ratio {rc:.3g}; {rm:.3g} with mixed labels): a gain "
+                            f"that does not come from the label mixing term.")
+                if rm < 0.95:
+                    return (f"The model beats the naive baseline only when the labels carry the "
+                            f"mixing term (MSE ratio {rm:.3g}, against {rc:.3g} with clean labels): "
+                            f"the gain comes from the labels' noise, not from computation in "
+                            f"superposition.")
+                return (f"No gain over the naive baseline with either labels (MSE ratio {rm:.3g} "
+                        f"mixed, {rc:.3g} clean).")
+            s, d = int(m["n_represented"]), int(m["dense_n_represented"])
+            dims = len(result.details.get("sparse_W") or []) or None  # W is (m, n)
+            if s <= d or (dims is not None and s <= dims):
+                room = f" in {dims} dimensions" if dims else ""
+                return (f"No superposition shown: {s} features represented{room} with sparse "
+                        f"inputs against {d} with dense ones (the control).")
+            shape = ""
+            if "gap_max_dev_deg" in m:
+                dev = m["gap_max_dev_deg"]
+                shape = (f", as a regular polygon (largest angular-gap deviation {dev:.1f} degrees)"
+                         if dev < 10 and m["norm_min"] > 0.5 else
+                         f", not as a regular polygon (largest angular-gap deviation {dev:.1f} degrees)")
+            room = f" in {dims} dimensions" if dims else ""
+            return (f"With sparse features the model stores {s} features{room} in superposition "
+                    f"({m['dims_per_feature']:.2f} dimensions per feature){shape}, against {d} "
+                    f"with dense features (the control).")
+        except KeyError:  # a result from another version of the idea: no sentence
+            return ""
 
     def run(self, ctx: RunContext, config: CisConfig) -> CisResult:
         from .tasks import run_task

@@ -17,7 +17,7 @@ import math
 
 from pydantic import Field
 
-from mi_ideas import Idea, IdeaConfig, IdeaResult, RunContext, hookimpl
+from mi_ideas import Headline, Idea, IdeaConfig, IdeaResult, RunContext, hookimpl
 
 from .steering_kl import SteeringKL
 
@@ -49,6 +49,20 @@ class RandomDirections(Idea):
         n = config.n
         return [MemoryItem("n x n cosine matrix, its indices and values", 5 * 8 * n * n, ("n",)),
                 MemoryItem("the directions", 8 * n * config.d, ("n", "d"))]
+
+    @classmethod
+    def headlines(cls, result: IdeaResult) -> list[Headline]:
+        """The measured overlap against the theory, and the worst pair."""
+        return [Headline("mean_abs_cos", "theory_mean_abs_cos", "mean |cos| vs theory"),
+                Headline("max_abs_cos", None, "largest |cos| (worst pair)")]
+
+    @classmethod
+    def answer(cls, result: IdeaResult) -> str:
+        m = result.metrics
+        ratio = m["mean_abs_cos"] / m["theory_mean_abs_cos"]
+        return (f"Random unit vectors have mean |cos| {m['mean_abs_cos']:.3g}, {ratio:.2f}x the "
+                f"large-d theory sqrt(2 / (pi d)) = {m['theory_mean_abs_cos']:.3g}; the worst pair "
+                f"reaches {m['max_abs_cos']:.2g}.")
 
     def run(self, ctx: RunContext, config: RandomDirectionsConfig) -> IdeaResult:
         import numpy as np  # heavy imports go inside run, not at module level

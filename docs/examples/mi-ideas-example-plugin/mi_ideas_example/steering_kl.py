@@ -20,7 +20,7 @@ import math
 
 from pydantic import Field, field_validator
 
-from mi_ideas import Idea, IdeaConfig, IdeaResult, RunContext
+from mi_ideas import Headline, Idea, IdeaConfig, IdeaResult, RunContext
 
 
 class SteeringKLConfig(IdeaConfig):
@@ -154,3 +154,26 @@ class SteeringKL(Idea):
             MemoryItem("one forward's logits", 4 * config.batch_size * config.max_length * vocab,
                        ("batch_size", "max_length")),
         ]
+
+    @classmethod
+    def headlines(cls, result: IdeaResult) -> list[Headline]:
+        """The steered KL against random directions of the same norm, and the planted nulls."""
+        return [
+            Headline("kl_mean_direction", "kl_random", "KL along the mean direction vs random"),
+            Headline("kl_ratio_mean_vs_random", None, "mean-direction KL / random KL"),
+            Headline("kl_ones", "kl_at_zero", "planted nulls: all-ones vs zero vector"),
+        ]
+
+    @classmethod
+    def answer(cls, result: IdeaResult) -> str:
+        """A ratio within [2/3, 3/2] of the random control is called no clear difference."""
+        m = result.metrics
+        a, b, ratio = m["kl_mean_direction"], m["kl_random"], m["kl_ratio_mean_vs_random"]
+        if not math.isfinite(ratio):
+            return f"No comparison: random directions moved nothing (KL {b:.3g} nats)."
+        how = ("more than" if ratio > 1.5 else "less than" if ratio < 2 / 3
+               else "about as much as (no clear difference from)")
+        return (f"Steering along the mean activation moves the next-token distribution {how} "
+                f"random directions of the same norm: KL {a:.3g} vs {b:.3g} nats ({ratio:.2f}x); "
+                f"the planted nulls give {m['kl_ones']:.1g} (all-ones) and {m['kl_at_zero']:.1g} "
+                f"(zero vector).")
