@@ -44,6 +44,7 @@ def run(
     data: Any = None,
     remote: Any = None,
     memory_budget: Any = None,
+    preset: str | None = None,
     **values: Any,
 ) -> IdeaResult:
     """Run an idea and return its result (the idea's own pydantic ``Result``).
@@ -56,6 +57,9 @@ def run(
     SAELens objects; ``data`` a spec or a list of strings; ``remote`` ``"local"``,
     ``"ndif"`` or a URL; ``memory_budget`` (``"8GB"``, bytes) caps the idea's estimated
     peak memory (default: ``$MI_IDEAS_MEMORY_BUDGET`` or half the machine's RAM).
+    ``preset`` names one of the idea's ``presets`` (``mi-ideas show IDEA`` lists them),
+    applied first, so the other values override it: ``mi_ideas.run("activation-plateaus",
+    preset="quick")``.
     """
     from mi_ideas.runs.execute import execute
 
@@ -65,7 +69,7 @@ def run(
         merged = {**base, **values}
     record = execute(idea, config=merged, file=config_file, seed=seed, out=out, host=host,
                      quiet=quiet, command=[], model=model, saes=saes, data=data, remote=remote,
-                     memory_budget=memory_budget)
+                     memory_budget=memory_budget, preset=preset)
     assert record.result is not None
     return record.result
 

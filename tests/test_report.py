@@ -10,6 +10,7 @@ import html
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -216,6 +217,12 @@ def test_preset_is_the_base_that_config_and_set_override(host, tmp_path, capsys)
     rec = execute("planted-effect", preset="quick", sets=["effect=0.5"], out=tmp_path / "b",
                   host=host, quiet=True)
     assert (rec.config.n, rec.config.effect) == (4, 0.5)  # --set beats the preset
+    import mi_ideas
+
+    res = mi_ideas.run("planted-effect", preset="quick", effect=0.75, out=tmp_path / "c",
+                       host=host, quiet=True)  # the Python API: keywords beat the preset
+    cfg = json.loads((Path(res.run_dir) / "config.json").read_text())
+    assert (cfg["n"], cfg["effect"]) == (4, 0.75)
     out = capsys.readouterr().out
     assert "The treatment exceeds its control by 2.5 over 4 units." in out  # the summary
     assert main(["show", "planted-effect"]) == 0
