@@ -18,7 +18,10 @@ Conventions, the same for every back-end:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
 
@@ -135,6 +138,9 @@ class PrefixCache:
     state: Any
     #: :attr:`Subject.fingerprint` of the subject that made it
     owner: str = ""
+    #: the first block whose keys/values it holds (``prefix_cache(start_at=...)``); sites
+    #: before ``resid_pre.first_layer`` cannot be served
+    first_layer: int = 0
 
     def __len__(self) -> int:
         return int(self.last_ids.shape[0])
@@ -347,11 +353,34 @@ class Subject:
 
     # -- the last-position fast path (local) -------------------------------------------
 
-    def prefix_cache(self, inputs: Batch | str | Sequence[str] | "torch.Tensor") -> PrefixCache:
+    def prefix_cache(self, inputs: Batch | str | Sequence[str] | "torch.Tensor", *,
+                     start_at: str | None = None, start_resid: "torch.Tensor | None" = None,
+                     ) -> PrefixCache:
         """Run every position of a (left-padded) batch but the last, keeping the key/value
-        cache of every layer, for :meth:`forward_last_token`. Local subjects only."""
+        cache of every layer, for :meth:`forward_last_token`. Local subjects only.
+
+        With ``start_at="resid_pre.L"`` and ``start_resid`` (the ``(batch, seq, d_model)``
+        residual stream entering block L, as for :meth:`forward`), only blocks L and later
+        run, from ``start_resid[:, :-1]``: the cache then serves sites from ``resid_pre.L``
+        on, and its prefix is that residual stream's, exactly as ``forward(start_at=...,
+        start_resid=...)`` computes it.
+        """
         self._local_only()
-        return self._prefix_cache(self.as_batch(inputs))
+        batch = self.as_batch(inputs)
+        if start_at is None and start_resid is None:
+            return self._prefix_cache(batch)
+        start = self.site(start_at or "")
+        if start.kind != "resid_pre" or start_resid is None:
+            raise UsageError(
+                "start_at must be a resid_pre.L site and comes with start_resid, the "
+                "(batch, seq, d_model) residual stream entering block L."
+            )
+        if tuple(start_resid.shape) != (*batch.shape, self.d_model):
+            raise UsageError(
+                f"start_resid has shape {tuple(start_resid.shape)}; expected "
+                f"{(*batch.shape, self.d_model)} for this batch."
+            )
+        return self._prefix_cache_from(batch, start.layer, start_resid)
 
     def forward_last_token(self, cache: PrefixCache, rows: "torch.Tensor | Sequence[int]",
                            site: str, x: "torch.Tensor", *, stats: StatsRequest | None = None,
@@ -361,8 +390,11 @@ class Subject:
 
         ``rows``: ``(n_rows,)`` prompt indices into ``cache.batch`` (repeats allowed); ``x``:
         ``(n_rows, d_model)``. The same numbers as ``forward(cache.batch`` at ``rows``,
-        ``stats=stats, interventions=[Intervention(site, "replace", x, positions="last")])``,
-        for a fraction of the cost: earlier positions are not recomputed. ``stats`` are
+        ``stats=stats, interventions=[Intervention(site, "replace", x, positions="last")])``
+        (for a cache built with ``start_at``/``start_resid``: as that forward started there
+        from ``start_resid``), for a fraction of the cost: earlier positions are not
+        recomputed, and the stats are computed a block of rows at a time
+        (:func:`last_position_stats`). Calls hold :func:`model_lock`. ``stats`` are
         computed at the last position (its ``positions`` must be ``"last"``), references of
         shape ``(n_rows, vocab)`` / ``(n_rows, d_model)``; ``logits=True`` also returns
         ``(n_rows, 1, vocab)`` logits. Local subjects only (``NotImplementedError`` where a
@@ -385,6 +417,12 @@ class Subject:
             raise UsageError(
                 f"forward_last_token replaces the residual stream entering a block "
                 f"(resid_pre.L), not {site!r}."
+            )
+        if s.layer < cache.first_layer:
+            raise UsageError(
+                f"this prefix cache was built from resid_pre.{cache.first_layer} (start_at), so "
+                f"it has no keys or values before that block; use a site from "
+                f"resid_pre.{cache.first_layer} on, or build the cache without start_at."
             )
         rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1).cpu()
         n = int(rows.shape[0])
@@ -453,6 +491,13 @@ class Subject:
             f"'replace', x, positions='last')])."
         )
 
+    def _prefix_cache_from(self, batch: Batch, layer: int, resid: "torch.Tensor"
+                           ) -> PrefixCache:
+        """A :class:`PrefixCache` of blocks ``layer`` and later, run from ``resid[:, :-1]``
+        (back-ends with a last-position path override this)."""
+        self._prefix_cache(batch)  # the clear NotImplementedError
+        raise NotImplementedError  # pragma: no cover
+
     def _forward_last_token(self, cache: PrefixCache, rows: "torch.Tensor", layer: int,
                             x: "torch.Tensor", stats: StatsRequest | None, logits: bool,
                             ) -> ForwardOutput:
@@ -460,11 +505,73 @@ class Subject:
         self._prefix_cache(cache.batch)  # the clear NotImplementedError
         raise NotImplementedError  # pragma: no cover
 
-    def _prefix_fields(self, batch: Batch) -> dict:
+    def _prefix_fields(self, batch: Batch, first_layer: int = 0) -> dict:
         """The :class:`PrefixCache` fields every back-end fills the same way."""
         return dict(batch=batch, last_ids=batch.input_ids[:, -1:],
                     last_position_ids=batch.position_ids[:, -1:],
-                    attention_mask=batch.attention_mask, owner=self.fingerprint)
+                    attention_mask=batch.attention_mask, owner=self.fingerprint,
+                    first_layer=first_layer)
+
+
+_LOCKS: Any = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(module: Any) -> Any:
+    """The re-entrant lock of one torch module, shared by every subject that wraps it.
+
+    The last-position path changes the shared modules for the length of a call (nnsight:
+    a pre-hook on the perturbed block, blocks before it bypassed; TransformerLens: hooks on
+    shared hook points), so a forward of the same model from another thread meanwhile
+    would run through them. Every local model call of the built-in back-ends holds the
+    module's lock instead, so concurrent calls on one model run one at a time (and
+    correctly); calls on different models do not wait for each other.
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(module)
+        if lock is None:
+            lock = _LOCKS[module] = threading.RLock()
+        return lock
+
+
+#: elements of one row block in :func:`last_position_stats` (4 MiB of float32): big enough
+#: that a block's ops are few (each is a parallel region; with several threads on a busy
+#: machine, blocks of 2**16 elements took 13x longer than no blocks), small enough to stay
+#: in the CPU's cache
+STATS_BLOCK_ELEMENTS = 1 << 20
+
+
+def last_position_stats(logits: "torch.Tensor", final_resid: "torch.Tensor | None",
+                        stats: StatsRequest) -> dict[str, "torch.Tensor"]:
+    """:func:`mi_ideas.trace_ops.stats` of ``(n, 1, vocab)`` last-position logits, a block of
+    rows at a time (the same function on each block, so the same numbers per row).
+
+    Written by hand because a vocabulary-wide KL over many rows is memory-bound: each of
+    its steps (log-softmax, exp, difference, product) is a full pass over rows x vocab. For
+    256 rows of GPT-2's 50257 tokens on one CPU thread: 123 ms CPU on the whole tensor
+    (close to the unembedding matmul's cost), 62 ms in blocks of ``STATS_BLOCK_ELEMENTS``;
+    with two threads on a loaded machine the two were equal (925 / 953 ms wall).
+    """
+    import torch
+
+    from mi_ideas import trace_ops
+
+    n = int(logits.shape[0])
+    step = max(1, STATS_BLOCK_ELEMENTS // max(1, int(logits.shape[-1])))
+    if n <= step:
+        return trace_ops.stats(logits, final_resid, *stats.args(-1))
+    parts: dict[str, list] = {}
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        block = dataclasses.replace(
+            stats,
+            kl_reference=None if stats.kl_reference is None else stats.kl_reference[rows],
+            l2_reference=None if stats.l2_reference is None else stats.l2_reference[rows])
+        got = trace_ops.stats(logits[rows], None if final_resid is None else final_resid[rows],
+                              *block.args(-1))
+        for key, value in got.items():
+            parts.setdefault(key, []).append(value)
+    return {key: torch.cat(values) for key, values in parts.items()}
 
 
 # -- position specs -> indices (outside traces; trace_ops does the indexing) ----------

@@ -47,10 +47,14 @@ def stats(logits: torch.Tensor, final_resid, index, kl_reference, topk: int,
           entropy: bool, final_norm: bool, l2_reference=None) -> dict:
     """KL(reference ‖ run), top-k, entropy, final-residual norm and L2 distance at ``index``."""
     out = {}
-    lp = select(logits, index).float().log_softmax(-1)
+    picked = select(logits, index)
+    lp = picked.float().log_softmax(-1)
     if kl_reference is not None:
-        ref = kl_reference.to(lp.device).float()
-        out["kl"] = (ref.exp() * (ref - lp)).sum(-1)
+        # In float64: near the reference the KL is ~1e-5 nats, where float32 rounding of the
+        # log-softmax (different between the last-token and the full forward) is ~1e-7.
+        lp64 = picked.double().log_softmax(-1)
+        ref = kl_reference.to(lp.device).double()
+        out["kl"] = (ref.exp() * (ref - lp64)).sum(-1).float()
     if topk:
         vals, ids = lp.topk(topk, dim=-1)
         out["topk_ids"] = ids

@@ -126,6 +126,17 @@ def _cases(tmp: Path, toy_host) -> list[tuple[str, list[str], int, str]]:
          ["sweep", "toy-echo", "--grid", "n=1,2", "--set", "n=3", *out], 2, "both to --grid and --set"),
         ("`sweep --seeds a`", ["sweep", "toy-echo", "--grid", "n=1", "--seeds", "a", *out], 2,
          "--seeds expects integers"),
+        ("a LayerNorm-removal schedule longer than the run",
+         ["run", "layernorm-removal", "--set", "steps=20", "--set", "bos_step=25", *out], 2,
+         "but the runs have only steps=20"),
+        ("`layernorm-removal` on a TransformerLens model",
+         ["run", "layernorm-removal", "--model", "tl:zoo:stories-gpt2", *out], 2,
+         "fine-tunes a local Hugging Face GPT-2"),
+        ("an old plateau family name (renamed after the review)",
+         ["run", "sensitive-directions", "--set", "families=[isotropic,dir_cov]", *out], 2,
+         "family 'isotropic' was renamed"),
+        ("an old activation-plateaus family name",
+         ["run", "activation-plateaus", "--set", "families=[real]", *out], 2, "old family name"),
         ("an idea that raises mid-run", ["run", "toy-fail", *out], 1, "marked failed"),
     ]
 

@@ -262,3 +262,114 @@ def test_usage_errors(models):
         other.forward_last_token(cache, [0, 1], "resid_pre.0", torch.zeros(2, other.d_model))
     with pytest.raises(UsageError, match="PrefixCache"):
         nn.forward_last_token(batch, [0, 1], "resid_pre.0", x)
+
+
+def test_threads_sharing_a_model_wait_for_each_other(models):
+    """The fast path bypasses blocks and hooks the shared modules for the length of a call;
+    a forward of the same model from another thread meanwhile must not run through them
+    (the back-end's model lock). Without the lock this fails within a second: shape errors
+    or wrong logits in one thread or the other."""
+    import threading
+    import time
+
+    subject = models.nnsight("gpt2")
+    batch = _batch(subject, "gpt2")
+    clean = _clean(subject, batch)
+    cache = subject.prefix_cache(batch)
+    rows, x = _rows_and_x(subject, batch, seed=3)
+    rows, x = rows.repeat(20), x.repeat(20, 1)
+    site = f"resid_pre.{subject.n_layers - 1}"
+    want_fast = subject.forward_last_token(cache, rows, site, x, stats=_request(clean, rows))
+    want = subject.forward(batch, logits=True).logits
+    errors: list[str] = []
+    counts = [0, 0]
+    stop = time.monotonic() + 1.5
+
+    def fast() -> None:
+        while time.monotonic() < stop:
+            try:
+                got = subject.forward_last_token(cache, rows, site, x, stats=_request(clean, rows))
+                if not torch.allclose(got.stats["kl"], want_fast.stats["kl"], atol=ATOL):
+                    errors.append("fast path: other KL")
+            except Exception as exc:  # noqa: BLE001 - collected, asserted below
+                errors.append(f"fast path: {exc!r}")
+            counts[0] += 1
+
+    def full() -> None:
+        while time.monotonic() < stop:
+            try:
+                if not torch.allclose(subject.forward(batch, logits=True).logits, want,
+                                      atol=ATOL):
+                    errors.append("forward: other logits")
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"forward: {exc!r}")
+            counts[1] += 1
+
+    threads = [threading.Thread(target=fast), threading.Thread(target=full)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert min(counts) >= 3, counts  # both really ran, interleaved
+
+
+@pytest.mark.parametrize("n, vocab", [(30, 50257), (2000, 600)])
+def test_blocked_stats_equal_the_whole_tensor_stats(n, vocab):
+    """The fast path computes its stats a block of rows at a time: the same numbers as
+    trace_ops.stats on the whole tensor (the ground truth every other path uses)."""
+    from mi_ideas import trace_ops
+    from mi_ideas.subject import STATS_BLOCK_ELEMENTS, last_position_stats
+
+    assert n > STATS_BLOCK_ELEMENTS // vocab  # really more than one block
+    gen = torch.Generator().manual_seed(n)
+    logits = 4 * torch.randn(n, 1, vocab, generator=gen)
+    final = torch.randn(n, 1, 16, generator=gen)
+    request = StatsRequest(kl_reference=torch.randn(n, vocab, generator=gen).log_softmax(-1),
+                           l2_reference=torch.randn(n, 16, generator=gen), topk=3,
+                           entropy=True, final_norm=True)
+    got = last_position_stats(logits, final, request)
+    want = trace_ops.stats(logits, final, *request.args(-1))
+    assert set(got) == set(want) == {"kl", "topk_ids", "topk_logprobs", "entropy",
+                                     "final_norm", "l2"}
+    for key in want:
+        assert got[key].shape == want[key].shape, key
+        torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("backend, arch", [("nn", "gpt2"), ("nn", "llama"), ("nn", "gemma2"),
+                                           ("nn", "gpt_neox"), ("nn", "zoo"), ("tl", "gpt2"),
+                                           ("tl", "zoo")])
+def test_prefix_from_a_residual_stream(models, backend, arch):
+    """``prefix_cache(start_at=site, start_resid=resid)`` runs the blocks from the site over
+    ``resid``'s earlier positions: the same numbers as the full forward from the site with
+    that stream, here one that is not the tokens' own (noise added), so a cache built from
+    the tokens would fail; and later sites served from the same cache."""
+    subject = models.tl(arch) if backend == "tl" else models.nnsight(arch)
+    batch = _batch(subject, arch)
+    clean = _clean(subject, batch)
+    layer = max(1, subject.n_layers // 2)
+    site, later = f"resid_pre.{layer}", f"resid_pre.{subject.n_layers - 1}"
+    resid = subject.forward(batch, read=[site]).activations[site]
+    gen = torch.Generator().manual_seed(5)
+    resid[:, :-1] += 0.5 * resid.norm(dim=-1).mean() / subject.d_model ** 0.5 * torch.randn(
+        resid[:, :-1].shape, generator=gen)
+    cache = subject.prefix_cache(batch, start_at=site, start_resid=resid)
+    assert cache.first_layer == layer
+    rows, x = _rows_and_x(subject, batch, seed=4)
+    request = _request(clean, rows)
+    chunk = Batch(batch.input_ids[rows], batch.attention_mask[rows])
+    start = resid[rows].clone()
+    start[:, -1] = x
+    got = subject.forward_last_token(cache, rows, site, x, stats=request)
+    _assert_same(got, subject.forward(chunk, stats=request, start_at=site, start_resid=start),
+                 ATOL)
+    tokens = subject.forward_last_token(subject.prefix_cache(batch), rows, site, x, stats=request)
+    assert float((tokens.stats["kl"] - got.stats["kl"]).abs().max()) > 1e-3  # planted: real
+    if later != site:
+        got = subject.forward_last_token(cache, rows, later, x, stats=request)
+        want = subject.forward(chunk, stats=request, start_at=site, start_resid=resid[rows],
+                               interventions=[Intervention(later, "replace", x, "last")])
+        _assert_same(got, want, ATOL)
+    with pytest.raises(UsageError, match="built from resid_pre"):
+        subject.forward_last_token(cache, rows, "resid_pre.0", x)

@@ -75,11 +75,11 @@ def test_default_estimates_are_small_and_cover_the_largest_tensor(subject):
     # The largest tensor each default run builds: the logits of one batched sweep forward
     # (all positions of rows_per_forward rows; prompts of 10 tokens, and the 15-token
     # prompts of template:person_adjective for discrete-output-states), and for
-    # sensitive-directions also the float64 copy of its pool (200 stories of <= 127 tokens).
+    # sensitive-directions also the float64 copy of its pool (200 stories, positions 1-9).
     largest = {
         "activation-plateaus": 1024 * 10 * vocab * 4,
         "discrete-output-states": 512 * 15 * vocab * 4,
-        "sensitive-directions": max(512 * 10 * vocab * 4, 200 * 127 * d * 8),
+        "sensitive-directions": max(512 * 10 * vocab * 4, 200 * 9 * d * 8),
     }
     for idea in IDEAS:
         for data in ("default", None):  # with the run's dataset, and without one
@@ -127,9 +127,10 @@ print(json.dumps({"measured": status("VmHWM") - before,
 # (warm-up config, measured config): the measured runs are a few seconds each.
 SMALL_RUNS = {
     "activation-plateaus": (
-        dict(n_prompts=4, n_pool=40, n_steps=5, layers=[1], families=["real", "sae_synthetic"],
-             rows_per_forward=64),
-        dict(n_prompts=16, n_pool=100, n_steps=40, families=["real", "real_arc", "isotropic"],
+        dict(n_prompts=4, n_pool=40, n_steps=5, layers=[1],
+             families=["toward_real", "toward_sae_synthetic"], rows_per_forward=64),
+        dict(n_prompts=16, n_pool=100, n_steps=40,
+             families=["toward_real", "toward_real_arc", "dir_isotropic"],
              layers=[], steering=False, sae_reconstruction=False, reinit_control=False,
              compare_bases=False)),
     "discrete-output-states": (
@@ -290,11 +291,14 @@ def test_sensitive_directions_cross_field_messages_give_numbers(tmp_path):
     message = _config_error("sensitive-directions", n_steps=200)
     assert "small_t_rel=0.02 must be below the first grid step t_max_rel / n_steps = 2 / 200 " \
            "= 0.01" in message
-    message = _config_error("sensitive-directions", families=["real", "cov_random"])
-    assert "sae_family='sae_active' is not in families (real, cov_random)" in message
-    message = _config_error("sensitive-directions", families=["real", "real", "cov_random"],
-                            sae_family="real")
-    assert "families lists real twice" in message
+    message = _config_error("sensitive-directions", families=["toward_real", "dir_cov"])
+    assert "sae_family='dir_sae_latent' is not in families (toward_real, dir_cov)" in message
+    message = _config_error("sensitive-directions",
+                            families=["toward_real", "toward_real", "dir_cov"],
+                            sae_family="toward_real")
+    assert "families lists toward_real twice" in message
+    message = _config_error("sensitive-directions", families=["isotropic", "dir_cov"])
+    assert "family 'isotropic' was renamed: use dir_isotropic" in message
     with pytest.raises(RunError, match="n_paths=200 exceeds the 128 principal components"):
         mi_ideas.run("sensitive-directions", out=tmp_path, quiet=True, n_paths=200)
 
@@ -306,8 +310,15 @@ def test_activation_plateaus_bounds(tmp_path):
     assert "layers lists a layer twice: [1, 1]" in _config_error("activation-plateaus",
                                                                  layers=[1, 1])
     assert "block indices >= 0" in _config_error("activation-plateaus", layers=[-1])
-    # n_prompts vs n_pool vs the dataset (default zoo:stories:600): checked before any forward
-    with pytest.raises(RunError, match=r"n_prompts=300 and n_pool=100 need at least 2 \* "
-                                       r"n_prompts \+ n_pool = 700 texts .* has 600"):
+    # n_prompts vs n_pool vs the dataset (default zoo:stories, 1000 texts): checked before
+    # any forward
+    with pytest.raises(RunError, match=r"n_prompts=600 and n_pool=500 need at least n_prompts "
+                                       r"\+ n_pool = 1100 distinct texts, .* has 1000"):
+        mi_ideas.run("activation-plateaus", out=tmp_path, quiet=True, n_prompts=600,
+                     n_pool=500)
+    # ... and after deduplication (the 1000 stories have 627 distinct 10-token openings),
+    # still before any forward
+    with pytest.raises(RunError, match=r"need 700 distinct prompts of 10 tokens, but the "
+                                       r"dataset .* has only 627 \(373 exact duplicates"):
         mi_ideas.run("activation-plateaus", out=tmp_path, quiet=True, n_prompts=300,
-                     n_pool=100)
+                     n_pool=400)

@@ -7,12 +7,16 @@ import pytest
 # Small configs, one per remote-capable built-in idea; a new remote-capable idea must add one.
 SMALL = {
     "activation-plateaus": dict(
-        n_prompts=6, n_pool=40, n_steps=8, families=["real", "isotropic"], layers=[1],
+        n_prompts=6, n_pool=40, n_steps=8, families=["toward_real", "dir_isotropic"], layers=[1],
         steering=True, sae_reconstruction=True, reinit_control=False, rows_per_forward=64),
     "discrete-output-states": dict(
         k_max=13, kmeans_restarts=2, gap_references=2, probe_sites=["resid_post.1"],
         probe_shuffles=1, n_pairs=8, n_steps=5),
     "sensitive-directions": dict(n_prompts=4, n_paths=2, n_steps=6, pool_stories=40),
+    "saes-vs-clustering": dict(sizes=[8], sae_steps=40, kmeans_iters=5, n_texts=40,
+                               n_eval_texts=8, ce_texts=4),
+    "transcoder-clustering": dict(sources=["model"], model_texts=16, model_max_length=24,
+                                  top_contexts=5),
 }
 
 
@@ -27,6 +31,14 @@ def test_every_remote_capable_builtin_idea_has_a_remote_test():
     assert set(_remote_ideas()) <= set(SMALL)
 
 
+def _rel(metric: str) -> float:
+    """Relative tolerance of a metric between a remote and a local run: 1e-4, except for
+    small-step curvatures (KL(t_s) / t_s^2, KL ~ 3e-5 nats), where the float32 rounding of
+    the local last-position engine and of the remote full forward differs by ~1e-6 nats in
+    KL, i.e. ~1e-4 relative (tests/test_sweep_engine.py checks the two engines agree)."""
+    return 1e-3 if "curvature" in metric else 1e-4
+
+
 @pytest.mark.parametrize("idea", sorted(SMALL))
 def test_remote_run_equals_local(idea, tmp_path, ndif_server, ndif_config):
     import mi_ideas
@@ -39,12 +51,17 @@ def test_remote_run_equals_local(idea, tmp_path, ndif_server, ndif_config):
     assert remote.provenance.model["remote"] == ndif_server.url
     assert remote.metrics.keys() == local.metrics.keys()
     for key, value in local.metrics.items():
-        assert remote.metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5, nan_ok=True), key
+        assert remote.metrics[key] == pytest.approx(value, rel=_rel(key), abs=1e-5,
+                                                    nan_ok=True), key
 
 
 #: Metrics a remote run cannot compute (the re-initialised control needs the weights here).
 LOCAL_ONLY = {
-    "activation-plateaus": {"reinit.real.sharpness_median", "ks.sharpness.real.reinit"},
+    "activation-plateaus": {f"reinit.toward_real.{k}" for k in (
+        "onset10_js_median", "onset50_js_median", "loglog_slope_js_median", "step_like_fraction",
+        "sharpness_median", "sharpness_kl_median", "n_excluded", "n_excluded_l2")} | {
+        f"cmp.onset50.toward_real.vs.reinit.{k}" for k in (
+            "mean_diff", "ci_low", "ci_high", "p_wilcoxon", "n_units")},
 }
 
 
@@ -64,4 +81,5 @@ def test_default_config_remote_equals_local(idea, tmp_path, ndif_server, ndif_co
     assert local_only <= local.metrics.keys()
     assert remote.metrics.keys() == local.metrics.keys() - local_only
     for key, value in remote.metrics.items():
-        assert value == pytest.approx(local.metrics[key], rel=1e-4, abs=1e-5, nan_ok=True), key
+        assert value == pytest.approx(local.metrics[key], rel=_rel(key), abs=1e-5,
+                                                     nan_ok=True), key

@@ -1,4 +1,7 @@
-"""The batched perturbation sweep equals the naive loop, locally and through the server."""
+"""The batched perturbation sweep equals the naive loop, locally and through the server.
+
+(The engines, the plan and the memory bound: test_sweep_engine.py.)
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ def test_batched_sweep_equals_the_naive_loop(subject, kind):
     fast = sweep(subject, clean, SITE, paths, steps, kind=kind, rows_per_forward=7)
     slow = naive_sweep(subject, clean, SITE, paths, steps, kind=kind)
     assert fast.n_forwards == 7 and slow.n_forwards == 45  # ceil(45 / 7) forwards
+    assert fast.engine == "last_token"  # locally, the last-position path
     assert torch.allclose(fast.kl, slow.kl, atol=1e-5)
     assert torch.allclose(fast.l2, slow.l2, atol=1e-5)
     # step 0 is the clean run itself
@@ -59,5 +63,6 @@ def test_remote_sweep_equals_local_with_one_request_per_batch(
     before = ndif_server.stats()["requests"]
     got = sweep(remote, clean, SITE, paths, steps, rows_per_forward=10)
     assert ndif_server.stats()["requests"] - before == got.n_forwards == 3  # 24 rows / 10
+    assert got.engine == "remote"
     want = sweep(subject, clean, SITE, paths, steps)
     assert torch.allclose(got.kl, want.kl, atol=1e-5) and torch.allclose(got.l2, want.l2, atol=1e-5)

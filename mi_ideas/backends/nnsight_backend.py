@@ -29,6 +29,8 @@ from mi_ideas.subject import (
     PrefixCache,
     StatsRequest,
     Subject,
+    last_position_stats,
+    model_lock,
     position_index,
 )
 
@@ -273,8 +275,9 @@ class NNsightSubject(Subject):
                 saved = _run_trace(self.model, inputs, trace_kwargs, skips, plan, read_index,
                                    logit_reads, logits, stat_args, final_envoy)
         else:
-            saved = _run_trace(self.model, inputs, trace_kwargs, skips, plan, read_index,
-                               logit_reads, logits, stat_args, final_envoy)
+            with model_lock(self.model._module):  # see model_lock: the fast path's bypasses
+                saved = _run_trace(self.model, inputs, trace_kwargs, skips, plan, read_index,
+                                   logit_reads, logits, stat_args, final_envoy)
         saved = _value(saved)
         result = ForwardOutput()
         for name in read:
@@ -296,6 +299,16 @@ class NNsightSubject(Subject):
         layer's tensors get one spare slot at the end, which the last position's key and
         value are written into (see :func:`_slot_layer_class`).
         """
+        return self._prefix(batch, 0, None)
+
+    def _prefix_cache_from(self, batch: Batch, layer: int, resid: Any) -> PrefixCache:
+        """As :meth:`_prefix_cache`, but blocks before ``layer`` are bypassed and block
+        ``layer``'s input is ``resid[:, :-1]`` (a pre-hook, as in the last-position path).
+        The bypassed layers' cache entries stand in with block ``layer``'s tensors: they
+        are never read, only their length (for the masks)."""
+        return self._prefix(batch, layer, resid)
+
+    def _prefix(self, batch: Batch, layer: int, resid: Any) -> PrefixCache:
         import torch
         from transformers import DynamicCache
 
@@ -307,18 +320,36 @@ class NNsightSubject(Subject):
             kwargs = {_cache_kwarg(module): past, "use_cache": True}
             if _accepts(module, "logits_to_keep"):
                 kwargs["logits_to_keep"] = 1  # the prefix's logits are never used
-            with torch.no_grad():
-                module(input_ids=batch.input_ids[:, :-1].to(device),
-                       attention_mask=batch.attention_mask[:, :-1].to(device),
-                       position_ids=batch.position_ids[:, :-1].to(device), **kwargs)
-                state = [tuple(torch.cat([t, t.new_zeros(*t.shape[:-2], 1, t.shape[-1])], dim=-2)
-                               for t in kv) for kv in _cache_tensors(past)]
-            if len(state) != self.n_layers:
-                raise NotImplementedError(
-                    f"the key/value cache of {self.spec} has {len(state)} layers, not "
-                    f"{self.n_layers}; use forward(...) for this architecture."
-                )
-        return PrefixCache(state=state, **self._prefix_fields(batch))
+            blocks = [self.model.layers[i]._module for i in range(self.n_layers)]
+
+            def replace(mod: Any, args: tuple, kw: dict) -> Any:
+                h = args[0] if args else kw["hidden_states"]
+                new = resid[:, :-1].to(device=h.device, dtype=h.dtype)
+                if args:
+                    return (new, *args[1:]), kw
+                return args, {**kw, "hidden_states": new}
+
+            with torch.no_grad(), model_lock(module):
+                handles = ([blocks[layer].register_forward_pre_hook(replace, with_kwargs=True)]
+                           if resid is not None else [])
+                try:
+                    with _bypassed(blocks[:layer], self.block_output_is_tuple):
+                        module(input_ids=batch.input_ids[:, :-1].to(device),
+                               attention_mask=batch.attention_mask[:, :-1].to(device),
+                               position_ids=batch.position_ids[:, :-1].to(device), **kwargs)
+                finally:
+                    for handle in handles:
+                        handle.remove()
+                layers = _cache_tensors(past)
+                if len(layers) != self.n_layers or any(k is None for k, _ in layers[layer:]):
+                    raise NotImplementedError(
+                        f"the key/value cache of {self.spec} has {len(layers)} layers, not "
+                        f"{self.n_layers}; use forward(...) for this architecture."
+                    )
+                state = [tuple(torch.cat([t, t.new_zeros(*t.shape[:-2], 1, t.shape[-1])],
+                                         dim=-2) for t in kv) for kv in layers[layer:]]
+                state = [state[0]] * layer + state
+        return PrefixCache(state=state, **self._prefix_fields(batch, layer))
 
     def _forward_last_token(self, cache: PrefixCache, rows: Any, layer: int, x: Any,
                             stats: StatsRequest | None, logits: bool) -> ForwardOutput:
@@ -326,8 +357,9 @@ class NNsightSubject(Subject):
         cache gathered at ``rows``: blocks before ``layer`` are bypassed (their output at the
         last position only feeds block ``layer``'s input, which is replaced), a pre-hook on
         block ``layer`` sets its input to ``x``, one on the final norm reads the final
-        residual stream. (Hooks and bypasses live on the shared modules for the call: do not
-        run the same model from another thread meanwhile.)"""
+        residual stream. Hooks and bypasses live on the shared modules for the call, so it
+        holds :func:`model_lock` of the module, as every local forward of this back-end does:
+        threads sharing a model wait for each other instead of seeing bypassed blocks."""
         import torch
 
         module = self.model._module
@@ -352,19 +384,21 @@ class NNsightSubject(Subject):
             final.append(args[0] if args else kw["hidden_states"])
 
         blocks = [self.model.layers[i]._module for i in range(self.n_layers)]
-        handles = [blocks[layer].register_forward_pre_hook(replace, with_kwargs=True)]
-        if want_final:
-            handles.append(self.model.ln_final._module.register_forward_pre_hook(
-                read_final, with_kwargs=True))
-        try:
-            with torch.no_grad(), _bypassed(blocks[:layer], self.block_output_is_tuple):
-                out = module(input_ids=cache.last_ids.index_select(0, rows).to(device),
-                             attention_mask=cache.attention_mask.index_select(0, rows).to(device),
-                             position_ids=cache.last_position_ids.index_select(0, rows).to(device),
-                             **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with model_lock(module), torch.no_grad():
+            handles = [blocks[layer].register_forward_pre_hook(replace, with_kwargs=True)]
+            if want_final:
+                handles.append(self.model.ln_final._module.register_forward_pre_hook(
+                    read_final, with_kwargs=True))
+            try:
+                with _bypassed(blocks[:layer], self.block_output_is_tuple):
+                    out = module(
+                        input_ids=cache.last_ids.index_select(0, rows).to(device),
+                        attention_mask=cache.attention_mask.index_select(0, rows).to(device),
+                        position_ids=cache.last_position_ids.index_select(0, rows).to(device),
+                        **kwargs)
+            finally:
+                for handle in handles:
+                    handle.remove()
         out_logits = out.logits
         if tuple(out_logits.shape[:2]) != (n, 1):  # pragma: no cover - a model's own contract
             raise NotImplementedError(f"{self.spec} returned logits of shape "
@@ -373,7 +407,7 @@ class NNsightSubject(Subject):
         if logits:
             result.logits = out_logits.detach().cpu()
         if want_stats:
-            computed = trace_ops.stats(out_logits, final[0] if final else None, *stats.args(-1))
+            computed = last_position_stats(out_logits, final[0] if final else None, stats)
             result.stats = {k: v.detach().cpu() for k, v in computed.items()}
         return result
 

@@ -23,6 +23,8 @@ from mi_ideas.subject import (
     PrefixCache,
     StatsRequest,
     Subject,
+    last_position_stats,
+    model_lock,
     position_index,
 )
 
@@ -67,6 +69,15 @@ class TLSubject(Subject):
     def _forward(self, batch: Batch, read: dict[str, Site], positions: Any,
                  interventions: list[Intervention], logits: bool, stats: StatsRequest | None,
                  start_layer: int | None = None, start_resid: Any = None) -> ForwardOutput:
+        # Hooks are registered on shared modules for the call: one call at a time per model.
+        with model_lock(self.model):
+            return self._forward_locked(batch, read, positions, interventions, logits, stats,
+                                        start_layer, start_resid)
+
+    def _forward_locked(self, batch: Batch, read: dict[str, Site], positions: Any,
+                        interventions: list[Intervention], logits: bool,
+                        stats: StatsRequest | None, start_layer: int | None = None,
+                        start_resid: Any = None) -> ForwardOutput:
         import torch
 
         read_index = position_index(positions, batch)
@@ -139,6 +150,15 @@ class TLSubject(Subject):
     def _prefix_cache(self, batch: Batch) -> PrefixCache:
         """One forward over ``input_ids[:, :-1]`` filling TransformerLens's own key/value
         cache (``TransformerLensKeyValueCache``); its per-layer tensors are kept."""
+        return self._prefix(batch, 0, None)
+
+    def _prefix_cache_from(self, batch: Batch, layer: int, resid: Any) -> PrefixCache:
+        """As :meth:`_prefix_cache`, from block ``layer`` (``start_at_layer``) with input
+        ``resid[:, :-1]``; the layers before it stand in with block ``layer``'s tensors
+        (never read: those blocks are not run)."""
+        return self._prefix(batch, layer, resid)
+
+    def _prefix(self, batch: Batch, layer: int, resid: Any) -> PrefixCache:
         import torch
         from transformer_lens import TransformerLensKeyValueCache
 
@@ -149,14 +169,21 @@ class TLSubject(Subject):
             )
         state = None
         if batch.shape[1] > 1:
-            kv = TransformerLensKeyValueCache.init_cache(self.model.cfg, self.model.cfg.device,
-                                                         len(batch))
-            with torch.no_grad():
-                self.model(batch.input_ids[:, :-1], attention_mask=batch.attention_mask[:, :-1],
-                           past_kv_cache=kv, padding_side="left", prepend_bos=False,
-                           return_type=None)
-            state = [(e.past_keys, e.past_values) for e in kv.entries]
-        return PrefixCache(state=state, **self._prefix_fields(batch))
+            cfg = self.model.cfg
+            kv = TransformerLensKeyValueCache.init_cache(cfg, cfg.device, len(batch))
+            mask = batch.attention_mask[:, :-1]
+            with torch.no_grad(), model_lock(self.model):
+                if resid is None:
+                    self.model(batch.input_ids[:, :-1], attention_mask=mask, past_kv_cache=kv,
+                               padding_side="left", prepend_bos=False, return_type=None)
+                else:
+                    self.model(resid[:, :-1].to(device=cfg.device, dtype=cfg.dtype),
+                               start_at_layer=layer, attention_mask=mask.to(cfg.device),
+                               past_kv_cache=kv, padding_side="left", prepend_bos=False,
+                               return_type=None)
+            state = [(e.past_keys, e.past_values) for e in kv.entries[layer:]]
+            state = [state[0]] * layer + state
+        return PrefixCache(state=state, **self._prefix_fields(batch, layer))
 
     def _forward_last_token(self, cache: PrefixCache, rows: Any, layer: int, x: Any,
                             stats: StatsRequest | None, logits: bool) -> ForwardOutput:
@@ -192,7 +219,7 @@ class TLSubject(Subject):
         if want_stats and stats.needs_final_resid:
             hooks.append((f"blocks.{self.n_layers - 1}.hook_resid_post", read_final))
         resid = x.to(device=cfg.device, dtype=cfg.dtype)[:, None, :]
-        with torch.no_grad():
+        with torch.no_grad(), model_lock(self.model):
             out_logits = self.model.run_with_hooks(
                 resid, start_at_layer=layer, attention_mask=mask, past_kv_cache=kv,
                 fwd_hooks=hooks, padding_side="left", prepend_bos=False,
@@ -201,7 +228,7 @@ class TLSubject(Subject):
         if logits:
             result.logits = out_logits
         if want_stats:
-            result.stats = trace_ops.stats(out_logits, final.get("resid"), *stats.args(-1))
+            result.stats = last_position_stats(out_logits, final.get("resid"), stats)
         return result
 
 

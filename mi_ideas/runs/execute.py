@@ -81,9 +81,12 @@ def execute(
     loaded = [w for w, used in (("the model", idea_cls.uses_model),
                                 ("dictionaries", idea_cls.uses_saes),
                                 ("data", idea_cls.uses_data)) if used]
-    if not quiet and loaded:
-        stage(f"{idea_name}: loaded {', '.join(loaded)} in {time.perf_counter() - t_load:.1f} s")
+    t_loaded = time.perf_counter() - t_load
+    # The memory estimate may refuse the config (or an idea's pre-check in it may), so the
+    # stage line waits for it.
     estimate = check_memory(idea_cls, config, inputs.subject, memory_budget, inputs.dataset)
+    if not quiet and loaded:
+        stage(f"{idea_name}: loaded {', '.join(loaded)} in {t_loaded:.1f} s")
 
     started = utc_now()
     root = Path(out) if out is not None else default_runs_dir()

@@ -22,7 +22,8 @@ Everything runs on any subject: ``subject`` and ``dataset`` may be specs
 (``"hf:DIR"``, ``"zoo:stories:200"``) or objects.
 
 ``explained_variance`` and ``row_mask`` are :mod:`mi_ideas.metrics`'s,
-re-exported here for compatibility.
+re-exported here for compatibility; ``TranscoderTrainingSAE`` / ``fit_transcoder`` (a
+transcoder trained with SAELens's ``SAETrainer``) are :mod:`mi_ideas.training.transcoder`'s.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from mi_ideas.integrations.sae_lens.provider import (
     split_dataset,
 )
 from mi_ideas.metrics import explained_variance, row_mask
+from mi_ideas.training.transcoder import TranscoderTrainingSAE, fit_transcoder
 
 __all__ = [
     "ActivationProvider",
@@ -64,4 +66,6 @@ __all__ = [
     "register_metric",
     "row_mask",
     "split_dataset",
+    "TranscoderTrainingSAE",
+    "fit_transcoder",
 ]

@@ -1,3 +1,5 @@
-"""The sparsify-model idea (work in progress)."""
+"""The sparsify-model idea: Jacobian SAE pairs with sparse feature-to-feature connections."""
 
-IDEAS: list = []
+from .idea import SparsifyModel
+
+IDEAS: list = [SparsifyModel]

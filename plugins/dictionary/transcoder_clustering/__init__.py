@@ -1,3 +1,5 @@
-"""The transcoder-clustering idea (work in progress)."""
+"""The transcoder-clustering idea: do co-activation clusters of transcoder latents find circuits?"""
 
-IDEAS: list = []
+from .idea import TranscoderClustering
+
+IDEAS: list = [TranscoderClustering]

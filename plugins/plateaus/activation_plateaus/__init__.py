@@ -1,7 +1,10 @@
 """activation-plateaus: is activation space made of regions with one output each?
 
-:mod:`.idea` (the idea class), :mod:`.config`, :mod:`.run` (the procedure; torch) and
-:mod:`.figures`. Importing this package is cheap (no torch).
+:mod:`.idea` (the idea class), :mod:`.config`, :mod:`.run` (the procedure; torch),
+:mod:`.measures` (metrics, paired comparisons), :mod:`.subquestions` (the switches),
+:mod:`.families` (the shared target / direction families), :mod:`.readouts` (JS and TV
+along paths), :mod:`.figures`, :mod:`.memory`, and the sub-questions :mod:`.grokking` and
+:mod:`.e2e_sae`. Importing this package is cheap (no torch).
 """
 
 from .idea import ActivationPlateaus

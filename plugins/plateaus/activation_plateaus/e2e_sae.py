@@ -432,26 +432,19 @@ def relative_plateau_spread(sae: Any, points_by_plateau: Sequence["torch.Tensor"
 
 
 def paired_comparison(a: "torch.Tensor", b: "torch.Tensor", *, seed: int = 0) -> dict[str, float]:
-    """Paired comparison of per-plateau values ``a`` (e2e) and ``b`` (MSE): mean and median
-    difference a − b, the fraction with a < b, a 95% bootstrap interval of the mean
-    difference, and the Wilcoxon signed-rank p-value where scipy is installed (NaN else)."""
+    """Paired comparison of per-plateau values ``a`` (e2e) and ``b`` (MSE), by the family's
+    :func:`~mi_ideas_plugins.plateaus.common.stats.paired_comparison` (Wilcoxon signed-rank
+    and a 95% percentile-bootstrap interval of the mean difference a − b, 2000 resamples of
+    the plateaus), plus the fraction of plateaus with a < b."""
     import torch
 
+    from ..common.stats import paired_comparison as shared
+
+    c = shared(b.double().numpy(), a.double().numpy(), test="wilcoxon", rng=seed)
     diff = (a - b).double()
-    n = len(diff)
-    out = {"mean_diff": float(diff.mean()), "median_diff": float(diff.median()),
-           "frac_e2e_lower": float((diff < 0).double().mean()), "n": float(n)}
-    gen = torch.Generator().manual_seed(seed)
-    boot = diff[torch.randint(0, n, (2000, n), generator=gen)].mean(1)
-    out["ci_low"], out["ci_high"] = (float(q) for q in torch.quantile(
-        boot, torch.tensor([0.025, 0.975], dtype=torch.float64)))
-    try:
-        from scipy.stats import wilcoxon
-    except ImportError:  # pragma: no cover - scipy is a dependency here
-        out["wilcoxon_p"] = float("nan")
-    else:
-        out["wilcoxon_p"] = float(wilcoxon(a.numpy(), b.numpy()).pvalue) if n > 0 else float("nan")
-    return out
+    return {"mean_diff": c.mean_diff, "median_diff": c.median_diff,
+            "frac_e2e_lower": float((diff < 0).double().mean()), "n": float(c.n_units),
+            "ci_low": c.ci_low, "ci_high": c.ci_high, "wilcoxon_p": c.p_wilcoxon}
 
 
 # --------------------------------------------------------------------------- the zoo run

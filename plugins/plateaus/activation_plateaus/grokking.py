@@ -68,7 +68,8 @@ DEFINITIONS: dict[str, str] = {
                "≤ 1e-12); onset50 / onset90 the same at 50% / 90%",
     "loglog_slope": "least-squares slope of log JS against log α over the first slope_points "
                     "nonzero α (2 for a smooth quadratic start, larger when JS stays flat "
-                    "longer; JS clamped at 1e-30 before the log)",
+                    "longer; points where JS is exactly 0 left out, NaN with fewer than two "
+                    "left: plateaus.common.curves.loglog_slope)",
     "sharpness": "max over the n_steps − 1 grid segments of ΔJS_k / (JS(1) / (n_steps − 1)) "
                  "(1 for a linear curve, n_steps − 1 for a single jump; "
                  "plateaus.common.curves.sharpness)",
@@ -144,17 +145,16 @@ def onset(curves: Any, alphas: Any, frac: float) -> Any:
 
 
 def loglog_slope(curves: Any, alphas: Any, points: int = 4) -> Any:
-    """Least-squares slope of log curve vs log α over the first ``points`` nonzero α."""
-    import torch
+    """Least-squares slope of log curve vs log α over the first ``points`` nonzero α: the
+    family's :func:`~mi_ideas_plugins.plateaus.common.curves.loglog_slope` with
+    ``n_fit=points``. One difference from this module's earlier definition: grid points where
+    the curve is exactly 0 are left out of the fit (NaN with fewer than two left) instead of
+    being clamped at 1e-30, which made a single exact zero dominate the slope."""
+    from ..common.curves import loglog_slope as shared
 
-    alphas = alphas.double()
-    idx = torch.nonzero(alphas > 0).reshape(-1)[:points]
-    if len(idx) < 2:
+    if int((alphas > 0).sum()) < 2 or points < 2:
         raise ValueError("a log–log slope needs at least two nonzero α.")
-    lx = alphas[idx].log()
-    ly = curves.double()[..., idx].clamp_min(1e-30).log()
-    lx = lx - lx.mean()
-    return ((ly - ly.mean(-1, keepdim=True)) * lx).sum(-1) / (lx * lx).sum()
+    return shared(curves, alphas, n_fit=points, min_points=2)
 
 
 def max_slope_sharpness(curves: Any, alphas: Any) -> Any:

@@ -12,7 +12,9 @@ P = n_pool, T = prompt_tokens, m = n_paths, s = n_steps, R = rows_per_forward):
   row at once, n·m·s·d (twice while built; three times for the ``real_arc`` slerp), the
   row-to-prompt index (int64), the read-outs and their statistics (~6·n·m·s), and one
   batched forward of min(R, n·m·s) rows;
-- ``sae_synthetic`` targets: the SAE codes of n·m real activations, twice (codes and
+- a relative-step sweep also holds, per batch, the whole next-token distribution of its
+  rows (for JS and TV: :mod:`.readouts`), about 8 floats per (row, vocabulary entry);
+- the SAE families: the SAE codes of n·m real activations, twice (codes and
   swapped codes), and the pool's codes for the firing frequencies (dictionary width
   assumed 32·d_model);
 - the re-initialised control: a fresh float32 copy of the model, then the same sweep.
@@ -25,9 +27,7 @@ from typing import Any
 from mi_ideas import MemoryItem
 
 from ..common import memory as M
-from .config import PlateauConfig
-
-SAE_FAMILIES = ("sae_latent", "sae_synthetic")
+from .config import SAE_FAMILIES, PlateauConfig
 
 
 def estimate(config: PlateauConfig, subject: Any) -> list[MemoryItem] | None:
@@ -59,11 +59,14 @@ def estimate(config: PlateauConfig, subject: Any) -> list[MemoryItem] | None:
             M.tensor("targets / directions", 3 * n * m * d, ("n_prompts", "n_paths")),
             M.forward(f"one batched forward of {min(R, rows)} rows", subject, min(R, rows), T,
                       ("rows_per_forward", "prompt_tokens")),
+            M.tensor("the bounded read-outs of one batch: the whole next-token distribution "
+                     "(log-probs, int64 ids, the scattered copy, the reference and the JS "
+                     "mixture)", min(R, rows) * vocab * 8, ("rows_per_forward",)),
             M.tensor("residual stream of one batch", min(R, rows) * T * d,
                      ("rows_per_forward", "prompt_tokens")),
         ]
 
-    arc = relative and "real_arc" in config.families
+    arc = relative and "toward_real_arc" in config.families
     phases: dict[str, list[MemoryItem]] = {
         "pool forward": [
             M.forward("forward of 256 pool prompts", subject, min(P, 256), T, ("prompt_tokens",)),

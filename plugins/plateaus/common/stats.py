@@ -191,3 +191,23 @@ def paired_comparison(a: Any, b: Any, *, test: str = "wilcoxon", n_boot: int = N
                             ci_low=ci_low, ci_high=ci_high, p_wilcoxon=p_w,
                             p_bootstrap=p_boot, n_boot=int(n_boot), confidence=confidence,
                             interval=interval)
+
+
+def unit_interval(values: Any, *, reduce: str = "median", n_boot: int = N_BOOT, rng: Any = None,
+                  confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """(estimate, low, high, n_units): the median (or mean) over units of per-unit ``values``
+    and its percentile-bootstrap interval over units (NaN units dropped)."""
+    v = np.asarray(values, dtype=float).reshape(-1)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    f = np.median if reduce == "median" else np.mean
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    boot = f(v[gen.integers(0, v.size, size=(int(n_boot), v.size))], axis=1)
+    lo, hi = np.quantile(boot, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return float(f(v)), float(lo), float(hi), int(v.size)
+
+
+DEFINITIONS["unit_interval"] = (
+    "95% interval of a median over units: the 2.5th and 97.5th percentiles of the median over "
+    "bootstrap resamples of the units (prompts, with replacement, n_boot resamples)")

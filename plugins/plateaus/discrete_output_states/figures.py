@@ -55,38 +55,44 @@ def make_figures(ctx: Any, details: dict, cfg: Any) -> None:
 
     if "plateaus" in details:
         pl = details["plateaus"]
-        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
-        for ax, ro in zip(axes, ("kl", "l2")):
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+        panels = (("sharpness_kl", "KL sharpness (dotted: 2, smooth)", 2.0),
+                  ("onset10_js", "onset-10% of JS (alpha)", None),
+                  ("jump_js", "jump width onset50 - onset10 (JS)", pl["jump_max"]))
+        for ax, (metric, label, ref) in zip(axes, panels):
             for name in pl["paths"]:
-                v = np.sort(np.asarray(pl["sharpness"][ro][name]))
-                ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post",
-                        color=COLOURS[name], ls=STYLES.get(name, "-"), label=name)
-            ax.axvline(2 if ro == "kl" else 1, color="gray", lw=0.8, ls=":")
-            ax.set(xlabel=f"sharpness ({ro.upper()} read-out; dotted: smooth reference)",
-                   ylabel="fraction of pairs",
-                   title=f"sharpness, {ro.upper()} at {details['site']}")
+                v = np.asarray(pl["per_path"][metric][name], dtype=float)
+                v = np.sort(v[np.isfinite(v)])
+                if len(v):
+                    ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post",
+                            color=COLOURS[name], ls=STYLES.get(name, "-"), label=name)
+            if ref is not None:
+                ax.axvline(ref, color="gray", lw=0.8, ls=":")
+            ax.set(xlabel=label, ylabel="fraction of kept paths")
+        axes[0].set_title(f"max-slope sharpness at {details['site']}", fontsize=9)
+        axes[1].set_title("where JS starts to rise", fontsize=9)
+        axes[2].set_title(f"step-like if < {pl['jump_max']} (dotted)", fontsize=9)
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         ctx.artifacts.save_figure("sharpness", fig)
 
         steps = np.asarray(pl["steps"])
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
         for name in pl["paths"]:
             axes[0].plot(steps, pl["median_curve"]["kl"][name], color=COLOURS[name],
+                         ls=STYLES.get(name, "-"), label=name)
+            axes[1].plot(steps, pl["median_normalised_curve"]["js"][name], color=COLOURS[name],
                          ls=STYLES.get(name, "-"), label=name)
         axes[0].axhline(pl["kl_threshold"], color="gray", lw=0.8, ls=":", label="kl_threshold")
         axes[0].set_yscale("symlog", linthresh=0.01)
         axes[0].set(xlabel="alpha", ylabel="median KL (nats)", title="KL along the path")
         axes[0].set_ylim(bottom=0)
-        for ax, ro in zip(axes[1:], ("kl", "l2")):
-            for name in pl["paths"]:
-                ax.plot(steps, pl["median_normalised_curve"][ro][name], color=COLOURS[name],
-                        ls=STYLES.get(name, "-"), label=name)
-            ax.plot(steps, steps, color="gray", lw=0.8, ls=":", label="linear")
-            ax.plot(steps, steps ** 2, color="gray", lw=0.8, ls="-.", label="quadratic")
-            ax.set(xlabel="alpha", ylabel=f"median {ro.upper()}(alpha) / {ro.upper()}(1)",
-                   title=f"normalised {ro.upper()}")
+        for power, ls in ((2, "-."), (3, "--")):
+            axes[1].plot(steps, steps ** power, color="gray", lw=0.8, ls=ls,
+                         label=f"alpha^{power}")
+        axes[1].set(xlabel="alpha", ylabel="median JS(alpha) / JS(1)",
+                    title="normalised JS (paths above the floor)")
         axes[0].legend(fontsize=7)
-        axes[2].legend(fontsize=7)
+        axes[1].legend(fontsize=7)
         fig.tight_layout()
         ctx.artifacts.save_figure("median_curves", fig)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mi_ideas import Idea, MemoryItem, RunContext
+from mi_ideas import Headline, Idea, MemoryItem, RunContext
 
 from .config import DiscreteOutputStatesConfig
 from .result import DiscreteOutputStatesResult
@@ -36,9 +36,14 @@ class DiscreteOutputStates(Idea):
     4. Plateaus: for ``n_pairs`` reference prompts, interpolate the activation at ``site``
        (last position) towards a same-cluster prompt's and towards an other-cluster
        prompt's activation with the shared sweep engine (kind='target'); read KL(clean ||
-       perturbed) and the L2 distance of the final residual; sharpness of each curve
-       (plugins/plateaus/common/curves.py: 1 for a linear response, ~2 for a smooth quadratic
-       KL, >> 1 for a plateau and a jump). Controls: a null partition (random clusters of
+       perturbed), JS and total variation (bounded) and the L2 distance of the final
+       residual. The verdict "plateau-like or not" rests on onset metrics of the bounded JS
+       read-out (:mod:`.onsets`): where JS reaches 10% and 50% of its endpoint and the gap
+       between them (jump width: about 0 for a step, 0.39 for a quadratic), with the
+       log-log exponent near alpha = 0; max-slope sharpness (about 2 for a smooth KL curve
+       and for a flat-then-linear one alike) is reported next to them. Paths whose endpoint
+       is below a floor are excluded and counted (``n_excluded``). Every "A vs B" is paired
+       by reference prompt (Wilcoxon signed-rank, bootstrap interval). Controls: a null partition (random clusters of
        the same sizes: within / across should then not differ) and a distance-matched
        path (along the same-cluster direction, as far as the other-cluster partner is:
        separates crossing a cluster boundary from moving far).
@@ -63,6 +68,31 @@ class DiscreteOutputStates(Idea):
         from .memory import estimate
 
         return estimate(config, subject, dataset)
+
+    @classmethod
+    def headlines(cls, result: Any) -> list[Headline]:
+        probes = [k for k in result.metrics if k.startswith("probe_acc_")]
+        out = [Headline("k", "best_silhouette", "output states (and the silhouette that chose k)")]
+        if probes:
+            last = probes[-1]
+            out.append(Headline(last, last.replace("probe_acc_", "probe_shuffled_"),
+                                "probe accuracy for the state vs shuffled labels"))
+        out += [
+            Headline("across.jump_js_median", "within_far.jump_js_median",
+                     "JS jump width (onset50 - onset10): other-state vs distance-matched paths"),
+            Headline("cmp.jump_js.across_vs_within_far.diff_mean",
+                     "cmp.jump_js.across_vs_within_far.wilcoxon_p",
+                     "paired difference of the jump width (Wilcoxon p)"),
+            Headline("across.sharpness_kl_median", "within_far.sharpness_kl_median",
+                     "max-slope KL sharpness (cannot tell a plateau from a smooth rise)"),
+        ]
+        return out
+
+    @classmethod
+    def answer(cls, result: Any) -> str:
+        from .onsets import answer_sentence
+
+        return answer_sentence(result.metrics)
 
     def run(self, ctx: RunContext,
             config: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResult:

@@ -15,7 +15,9 @@ first :data:`SAMPLE` texts are tokenized); without a dataset, n = max_prompts an
   computed 64 rows at a time over n × d_vocab (about 4 float64 temporaries of
   64 · n · d_vocab); the Hellinger distances between centres (k_max² · d_vocab, twice);
 - probes: float64 copies of one site's activations;
-- the pair sweep (:func:`..common.sweep.sweep`): path points of every (pair, path, step)
+- the pair sweep (:func:`..common.sweep.sweep`, then the JS / TV read-outs of
+  :mod:`.readouts`, one batch of rows_per_forward whole distributions at a time): path
+  points of every (pair, path, step)
   row at once (n_pairs · 5 · n_steps · d, twice while built), the int64 row index, the
   read-outs and their statistics (~6 per row), and one batched forward of
   min(rows_per_forward, rows) rows.
@@ -96,6 +98,11 @@ def estimate(config: DiscreteOutputStatesConfig, subject: Any, dataset: Any = No
                       ("rows_per_forward",)),
             M.tensor("residual stream of the pairs and of one batch",
                      (config.n_pairs + min(R, rows)) * T * d, ("n_pairs", "rows_per_forward")),
+            M.tensor("JS / TV read-outs: the whole next-token distribution of one batch (top-k "
+                     "ids and log-probs, the scattered log-probs, JS temporaries)",
+                     6 * min(R, rows) * vocab, ("rows_per_forward",)),
+            M.tensor("JS, TV, KL curves and the per-path onset metrics", 12 * rows,
+                     sweep_fields),
         ],
     }
     return M.peak(persistent, phases)

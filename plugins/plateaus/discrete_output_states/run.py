@@ -6,6 +6,7 @@ Every model call goes through the subject (``Subject.forward``) or the shared sw
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,8 @@ import torch
 from mi_ideas.errors import UsageError
 from mi_ideas.metrics import kl_divergence
 
-from ..common.curves import DEFINITIONS as D, first_crossing, ks_distance, sharpness
+from ..common.curves import DEFINITIONS as D, FLOORS, first_crossing
+from ..common.stats import DEFINITIONS as SD
 from ..common.sweep import CleanRun, clean_run, sweep
 from . import cluster as dc
 from .config import DiscreteOutputStatesConfig
@@ -32,20 +34,31 @@ PATH_DESCRIPTIONS = {
     "null_across": "towards a prompt in a different cluster of the null partition",
 }
 
-def _pick(labels: np.ndarray, i: int, same: bool, rng: np.random.Generator) -> int:
-    """A random prompt in the same (or another) cluster as ``i``, never ``i``; -1 if none."""
+STATS_CI = SD["ci95"]
+STATS_W = SD["wilcoxon_p"]
+
+
+def _pick(labels: np.ndarray, i: int, same: bool, rng: np.random.Generator,
+          copies: np.ndarray | None = None) -> int:
+    """A random prompt in the same (or another) cluster as ``i``, never ``i`` nor a prompt
+    whose activation equals ``i``'s (``copies[i]``); -1 if none."""
     mask = (labels == labels[i]) if same else (labels != labels[i])
     mask[i] = False
+    if copies is not None:
+        mask &= ~copies[i]
     choices = np.flatnonzero(mask)
     return int(rng.choice(choices)) if len(choices) else -1
 
 
 def make_pairs(labels: np.ndarray, null_labels: np.ndarray, n_pairs: int,
-               rng: np.random.Generator) -> dict[str, np.ndarray]:
+               rng: np.random.Generator, copies: np.ndarray | None = None
+               ) -> dict[str, np.ndarray]:
     """Reference prompts and their partners under the clusters and under the null partition.
 
     References are drawn (without replacement while possible) among prompts that have a
     partner of every kind; returns ``ref`` and one index array per partner kind.
+    ``copies`` ``(n, n)`` bool marks prompts with exactly equal activations: a reference is
+    never paired with itself or a copy (a zero-length path).
     """
     n = len(labels)
     sizes = np.bincount(labels)[labels]
@@ -58,7 +71,10 @@ def make_pairs(labels: np.ndarray, null_labels: np.ndarray, n_pairs: int,
     for name, lab, same in (("within", labels, True), ("across", labels, False),
                             ("null_within", null_labels, True),
                             ("null_across", null_labels, False)):
-        out[name] = np.array([_pick(lab, int(i), same, rng) for i in ref])
+        out[name] = np.array([_pick(lab, int(i), same, rng, copies) for i in ref])
+        if (out[name] < 0).any():
+            raise UsageError(f"a reference prompt has no {name.replace('_', ' ')} partner whose "
+                             "activation differs from its own; use more distinct prompts.")
     return out
 
 
@@ -104,6 +120,12 @@ def _run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResul
     keep = (np.arange(n_all) if n_all <= cfg.max_prompts
             else np.sort(ctx.rng_for("prompts").choice(n_all, size=cfg.max_prompts,
                                                         replace=False)))
+    # exact duplicate prompts would count one prompt twice (and pair it with itself)
+    first = {}
+    for i in keep:
+        first.setdefault(ds.texts[i], i)
+    n_duplicates = len(keep) - len(first)
+    keep = np.asarray(sorted(first.values()), dtype=int)
     texts = [ds.texts[i] for i in keep]
     slot_labels = [ds.labels[i] for i in keep]
     n = len(texts)
@@ -147,7 +169,10 @@ def _run(ctx: Any, cfg: DiscreteOutputStatesConfig) -> DiscreteOutputStatesResul
                          "example": texts[int(np.flatnonzero(labels == c)[0])]})
 
     result = DiscreteOutputStatesResult(k=k)
-    result.add("n_prompts", n, "prompts of the template family used (last position of each)")
+    result.add("n_prompts", n, "distinct prompts of the template family used (last position "
+               "of each)")
+    result.add("n_duplicate_prompts", n_duplicates, "prompts dropped as exact copies of an "
+               "earlier prompt")
     how_k = (f"(k in {sel.ks[0]}..{sel.ks[-1]} with the largest mean silhouette; k = 1 when "
              f"that silhouette is below min_silhouette = {cfg.min_silhouette})"
              if cfg.criterion == "silhouette" else
@@ -263,10 +288,17 @@ def _probe(ctx: Any, cfg: DiscreteOutputStatesConfig, acts: dict, labels: np.nda
 def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: CleanRun,
               logprobs: torch.Tensor, labels: np.ndarray, site: str,
               result: DiscreteOutputStatesResult, details: dict, tensors: dict) -> None:
+    from ..common.directions import same_rows
+    from ..common.stats import paired_comparison, per_unit
+    from .onsets import (EXPONENT_DEFINITION, JUMP_DEFINITION, JUMP_MAX, VERDICT_DEFINITION,
+                         path_metrics, verdict)
+    from .readouts import bounded_readouts
+
     null_labels = ctx.rng_for("null-partition").permutation(labels)
-    pairs = make_pairs(labels, null_labels, cfg.n_pairs, ctx.rng_for("pairs"))
-    ref = pairs["ref"]
     x = clean.x.float()
+    copies = same_rows(x, x).numpy()
+    pairs = make_pairs(labels, null_labels, cfg.n_pairs, ctx.rng_for("pairs"), copies=copies)
+    ref = pairs["ref"]
     xr = x[torch.as_tensor(ref)]
     t = {name: x[torch.as_tensor(pairs[name])] for name in ("within", "across",
                                                             "null_within", "null_across")}
@@ -275,30 +307,85 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
     t["within_far"] = xr + w_dir / w_dir.norm(dim=-1, keepdim=True).clamp_min(1e-12) * dist_across
     paths = torch.stack([t[name] for name in PATHS], dim=1)
     steps = torch.linspace(0, 1, cfg.n_steps)
-    res = sweep(subject, _subset(clean, ref), site, paths, steps, kind="target",
-                rows_per_forward=cfg.rows_per_forward, progress=ctx.progress)
-    sharp = {"kl": sharpness(res.kl, steps)[0], "l2": sharpness(res.l2, steps)[0]}
+    sub = _subset(clean, ref)
+    # The full-forward engine: the pair paths are few (n_pairs x 5 x n_steps rows) and the
+    # JS / TV read-outs run the full forward anyway; it keeps a local run's numbers the same
+    # as a remote run's (the last-token engine's float32 rounding differs by ~1e-7 nats, which
+    # curves normalised by small endpoints turn into ~3e-5 in paired sharpness differences).
+    res = sweep(subject, sub, site, paths, steps, kind="target",
+                rows_per_forward=cfg.rows_per_forward, progress=ctx.progress, engine="full")
+    bounded = bounded_readouts(subject, sub, site, paths, steps, kind="target",
+                               rows_per_forward=cfg.rows_per_forward)
+    per = path_metrics(res.kl, res.l2, bounded["js"], bounded["tv"], steps)
     cross = first_crossing(res.kl, cfg.kl_threshold)  # (n_pairs, n_paths), n_steps = never
     p = {name: i for i, name in enumerate(PATHS)}
+    n_units = len(np.unique(ref))
+    unit_note = (f"; per reference prompt the median over its paths of this kind (the {n_units} "
+                 f"distinct references are the units), then the median over references")
 
-    for ro in ("kl", "l2"):
-        for name in PATHS:
-            result.add(f"sharpness_{ro}_{name}", _median(sharp[ro][:, p[name]]),
-                       f"median over pairs of {D['sharpness_' + ro]}; path "
-                       f"{PATH_DESCRIPTIONS[name]}")
-        result.add(f"ks_{ro}_within_vs_across",
-                   ks_distance(sharp[ro][:, p["within"]], sharp[ro][:, p["across"]]),
-                   D["ks"] + f" between the {ro} sharpness of same-cluster and of "
-                   f"other-cluster pairs")
-        result.add(f"ks_{ro}_null", ks_distance(sharp[ro][:, p["null_within"]],
-                                                sharp[ro][:, p["null_across"]]),
-                   "control: " + D["ks"] + f" between the {ro} sharpness of the null "
-                   "partition's same- and other-cluster pairs (random clusters of the real "
-                   "sizes); near 0 if cluster membership is what matters")
-        result.add(f"ks_{ro}_across_vs_within_far",
-                   ks_distance(sharp[ro][:, p["across"]], sharp[ro][:, p["within_far"]]),
-                   "control: " + D["ks"] + f" between the {ro} sharpness of other-cluster "
-                   f"pairs and of distance-matched same-cluster-direction paths")
+    def unit_values(metric: str, name: str) -> Any:
+        return per_unit(per[metric][:, p[name]].numpy(), ref)
+
+    defs = {
+        "sharpness_kl": D["sharpness_floored"] + "; read-out KL(clean || perturbed) of the next "
+                        "token (a smooth response gives about 2, and so does a flat-then-linear "
+                        "KL curve: sharpness cannot see a plateau)",
+        "sharpness_l2": D["sharpness_floored"] + "; read-out L2 distance of the final residual "
+                        "stream (last position)",
+        "onset10_js": D["onset10_js"], "onset50_js": D["onset50_js"],
+        "jump_js": JUMP_DEFINITION, "onset_exponent_js": EXPONENT_DEFINITION,
+        "onset10_tv": D["onset10_tv"], "onset50_tv": D["onset50_tv"],
+        "loglog_slope_js": D["loglog_slope_js"] + " (resolution 1e-6: float32 JS below it is "
+                           "rounding)",
+    }
+    for name in PATHS:
+        for metric, text in defs.items():
+            result.add(f"{name}.{metric}_median", _median(unit_values(metric, name).values),
+                       f"{text}; path {PATH_DESCRIPTIONS[name]}{unit_note}")
+        slope = per["loglog_slope_js"][:, p[name]]
+        kept = ~per["excluded_js"][:, p[name]]
+        result.add(f"{name}.loglog_flat_frac",
+                   float(torch.isnan(slope[kept]).double().mean()) if kept.any() else float("nan"),
+                   "fraction of the kept paths (JS endpoint above the floor) whose JS is at or "
+                   "below the 1e-6 resolution at the first grid points (fewer than 3 of the "
+                   f"first 5 above it: no power-law start, a flat one); path {PATH_DESCRIPTIONS[name]}")
+        result.add(f"{name}.n_excluded_kl", int(per["excluded_kl"][:, p[name]].sum()),
+                   D["n_excluded"] + f"; KL read-out, floor {FLOORS['kl']} nats; path "
+                   f"{PATH_DESCRIPTIONS[name]} (of {len(ref)} paths)")
+        result.add(f"{name}.n_excluded_js", int(per["excluded_js"][:, p[name]].sum()),
+                   D["n_excluded"] + f"; JS read-out, floor {FLOORS['js']} nats; path "
+                   f"{PATH_DESCRIPTIONS[name]} (of {len(ref)} paths)")
+
+    # "A vs B" at the prompt level: paired by reference prompt, Wilcoxon signed-rank.
+    comparisons = {}
+    for metric in ("jump_js", "onset10_js", "sharpness_kl"):
+        for b, a in (("across", "within_far"), ("across", "within"),
+                     ("null_across", "null_within")):
+            key = f"cmp.{metric}.{b}_vs_{a}"
+            try:
+                pc = paired_comparison(unit_values(metric, a), unit_values(metric, b),
+                                       rng=_seed(ctx, key))
+            except ValueError:  # fewer than 2 references with both values (floors)
+                continue
+            comparisons[key] = pc.as_dict()
+            what = (f"{metric} ({defs[metric].split(':')[0]}) of {b} minus {a} paths, paired by "
+                    f"reference prompt (per-reference medians over its paths)")
+            result.add(f"{key}.diff_mean", pc.mean_diff, "mean over reference prompts of "
+                       f"the difference in {what}")
+            result.add(f"{key}.ci_low", pc.ci_low, STATS_CI + f"; {what}")
+            result.add(f"{key}.ci_high", pc.ci_high, STATS_CI + f"; {what}")
+            result.add(f"{key}.wilcoxon_p", pc.p_wilcoxon, STATS_W + f"; {what}")
+            result.add(f"{key}.n_units", pc.n_units, f"reference prompts in that comparison "
+                       f"({pc.n_dropped} dropped: an excluded value in one of the two)")
+
+    # The verdict: a bounded read-out's onset, not the max-slope sharpness.
+    value, med, lo, hi, n_v = verdict(unit_values("jump_js", "across").values,
+                                      rng=_seed(ctx, "verdict"))
+    result.add("across.jump_js_ci_low", lo, "lower end of the 95% bootstrap interval over "
+               "reference prompts of the median jump width of other-cluster paths")
+    result.add("across.jump_js_ci_high", hi, "upper end of that interval")
+    result.add("plateau_like", value, VERDICT_DEFINITION + f" ({n_v} references)")
+
     for name in ("within", "across", "within_far"):
         crossed = cross[:, p[name]] < cfg.n_steps
         result.add(f"frac_crossing_{name}", crossed.float().mean(),
@@ -316,10 +403,16 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
                "between the clean next-token distributions of same-cluster pairs")
     result.add("clean_kl_across", _median(kl_a), "median KL(p_ref || p_partner) in nats "
                "between the clean next-token distributions of other-cluster pairs")
+    result.add("endpoint_kl_within", _median(res.kl[:, p["within"], -1]),
+               "median KL(clean || alpha = 1) in nats of same-cluster paths (compare the KL "
+               f"floor {FLOORS['kl']}: paths below it are excluded from the normalised metrics)")
     result.add("endpoint_kl_across", _median(res.kl[:, p["across"], -1]),
                f"median KL(clean || alpha = 1) in nats of other-cluster paths: the reference "
                f"prompt with the partner's {site} activation at the last position (earlier "
                f"positions unchanged)")
+    result.add("endpoint_js_across", _median(bounded["js"][:, p["across"], -1]),
+               "median JS(clean || alpha = 1) in nats (at most ln 2 = 0.693) of other-cluster "
+               "paths")
     result.add("endpoint_transfer_across",
                _median(res.kl[:, p["across"], -1] / kl_a.clamp_min(1e-9)),
                "median over other-cluster pairs of KL(clean || alpha = 1) / KL(p_ref || "
@@ -331,19 +424,22 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
     result.add("act_distance_across", _median(dist_across), f"median L2 distance at {site} "
                "between the activations of other-cluster pairs (also the length of the "
                "within_far paths)")
+    result.add("n_pair_references", n_units, "distinct reference prompts of the pair paths "
+               "(the units of every paired comparison)")
 
-    norm = {ro: (curves / curves[..., -1:].clamp_min(1e-12)) for ro, curves in
-            (("kl", res.kl), ("l2", res.l2))}
+    def bands(curves: Any) -> dict:
+        return {name: _nanmedian_curve(curves[:, p[name]]) for name in PATHS}
+
+    js_norm = torch.where(per["excluded_js"][..., None], torch.full_like(bounded["js"], math.nan),
+                          bounded["js"] / bounded["js"][..., -1:])
     details["plateaus"] = {
         "paths": list(PATHS), "path_descriptions": PATH_DESCRIPTIONS,
-        "steps": steps.tolist(),
-        "sharpness": {ro: {name: sharp[ro][:, p[name]].tolist() for name in PATHS}
-                      for ro in sharp},
-        "median_curve": {ro: {name: curves[:, p[name]].median(0).values.tolist()
-                              for name in PATHS} for ro, curves in (("kl", res.kl),
-                                                                    ("l2", res.l2))},
-        "median_normalised_curve": {ro: {name: norm[ro][:, p[name]].median(0).values.tolist()
-                                         for name in PATHS} for ro in norm},
+        "steps": steps.tolist(), "jump_max": JUMP_MAX,
+        "per_path": {m: {name: per[m][:, p[name]].tolist() for name in PATHS}
+                     for m in ("sharpness_kl", "jump_js", "onset10_js", "onset50_js")},
+        "median_curve": {"kl": bands(res.kl), "js": bands(bounded["js"])},
+        "median_normalised_curve": {"js": bands(js_norm)},
+        "comparisons": comparisons,
         "n_forwards": res.n_forwards, "kl_threshold": cfg.kl_threshold,
     }
     tensors.update({
@@ -351,6 +447,13 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
         **{f"pairs_{name}": torch.as_tensor(pairs[name]) for name in
            ("within", "across", "null_within", "null_across")},
         "null_labels": torch.as_tensor(null_labels),
-        "sweep_kl": res.kl, "sweep_l2": res.l2, "sweep_steps": steps,
-        "sharpness_kl": sharp["kl"], "sharpness_l2": sharp["l2"],
+        "sweep_kl": res.kl, "sweep_l2": res.l2, "sweep_js": bounded["js"],
+        "sweep_tv": bounded["tv"], "sweep_steps": steps,
+        **{f"path_{m}": per[m].float() for m in ("sharpness_kl", "sharpness_l2", "onset10_js",
+                                                 "onset50_js", "jump_js", "loglog_slope_js")},
     })
+
+
+def _nanmedian_curve(curves: Any) -> list[float]:
+    """Median over paths (NaN paths left out) at every step."""
+    return torch.nanmedian(curves.double(), dim=0).values.tolist()

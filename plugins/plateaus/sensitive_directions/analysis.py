@@ -11,9 +11,11 @@
 - **KS distance**: the family's shared KS statistic (``DEFINITIONS["ks"]`` in
   :mod:`..common.curves`) between two families' t_cross samples (censored values sort
   above every finite one).
-- **AUC** (probability of superiority): P(t_a < t_b) + ½ P(t_a = t_b) over all pairs of
-  a path of family a and one of family b (Mann–Whitney U / (n_a n_b)); > 0.5 means a
-  crosses earlier (is more sensitive).
+- **paired comparison** (every "A vs B" verdict): per prompt, the median t_cross of each
+  family's paths (censored medians set to ``cap``, just beyond the grid, and counted); the
+  per-prompt log ratio log(t_A / t_B) is compared with the Wilcoxon signed-rank test over
+  prompts (:func:`..common.stats.paired_comparison`), with a 95% bootstrap interval over
+  prompts of its mean. Paths of one prompt are not independent, so no test pools them.
 """
 
 from __future__ import annotations
@@ -66,32 +68,39 @@ def ks(a: Any, b: Any) -> float:
                        torch.nan_to_num(b.double(), posinf=big))
 
 
-def compare(a: Any, b: Any) -> dict[str, float]:
+def per_prompt_median(t: Any, cap: float) -> Any:
+    """Median over each prompt's paths of ``t`` ``(n_prompts, paths)``; ``inf`` → ``cap``."""
+    import torch
+
+    capped = torch.nan_to_num(t.double(), posinf=cap).clamp(max=cap)
+    return torch.quantile(capped, 0.5, dim=-1)
+
+
+def compare(a: Any, b: Any, cap: float, *, rng: Any = 0) -> dict[str, Any]:
     """Is family ``a`` more sensitive than ``b``? ``a``, ``b``: t_cross ``(n_prompts, paths)``.
 
-    Pooled: AUC = P(t_a < t_b) + ½ P(tie) (Mann–Whitney, two-sided p) and the ratio of
-    medians. Paired by prompt (prompts differ in sensitivity): the fraction of prompts
-    whose median t_a is below their median t_b, and the two-sided Wilcoxon signed-rank p
-    on the per-prompt log-ratio of the medians (censored medians compare as larger).
+    Paired over prompts: the per-prompt log ratio log(median t_a / median t_b) (censored
+    medians set to ``cap``), Wilcoxon signed-rank p, bootstrap 95% interval of its mean;
+    ``ratio`` = exp(mean log ratio) (< 1: a crosses earlier, i.e. is more sensitive).
     """
     import numpy as np
-    import torch
-    from scipy.stats import mannwhitneyu, wilcoxon
 
-    big = 1e30
-    fa = torch.nan_to_num(a.double(), posinf=big)
-    fb = torch.nan_to_num(b.double(), posinf=big)
-    u = mannwhitneyu(fa.reshape(-1).numpy(), fb.reshape(-1).numpy(), alternative="two-sided")
-    auc = 1.0 - float(u.statistic) / (fa.numel() * fb.numel())  # U counts a > b
-    ma, mb = torch.quantile(fa, 0.5, dim=-1), torch.quantile(fb, 0.5, dim=-1)
-    both_censored = (ma >= big) & (mb >= big)
-    diff = (torch.log(ma.clamp(max=1e6)) - torch.log(mb.clamp(max=1e6)))[~both_censored]
+    from ..common.stats import paired_comparison
+
+    ma, mb = per_prompt_median(a, cap), per_prompt_median(b, cap)
+    both = (ma >= cap) & (mb >= cap)
+    la = np.log(ma.numpy())
+    lb = np.log(mb.numpy())
+    la[both.numpy()] = np.nan  # no information on a prompt where neither family crosses
+    pc = paired_comparison(lb, la, test="wilcoxon", rng=rng)  # B - A = log t_a - log t_b
+    sig = pc.significant()
+    verdict = (1.0 if pc.mean_diff < 0 else -1.0) if sig else 0.0
     frac = float((ma < mb).double().mean() + 0.5 * (ma == mb).double().mean())
-    try:
-        w_p = float(wilcoxon(diff.numpy()).pvalue) if (diff != 0).any() else 1.0
-    except ValueError:
-        w_p = math.nan
-    med_a, med_b = summary(a)["median"], summary(b)["median"]
-    ratio = med_a / med_b if np.isfinite(med_a) and np.isfinite(med_b) else math.nan
-    return {"auc": auc, "mannwhitney_p": float(u.pvalue), "median_ratio": ratio,
-            "prompt_frac": frac, "wilcoxon_p": w_p}
+    return {"log_ratio_mean": pc.mean_diff, "log_ratio_ci_low": pc.ci_low,
+            "log_ratio_ci_high": pc.ci_high, "ratio": math.exp(pc.mean_diff),
+            "ratio_ci_low": math.exp(pc.ci_low), "ratio_ci_high": math.exp(pc.ci_high),
+            "wilcoxon_p": pc.p_wilcoxon, "n_prompts": pc.n_units, "prompt_frac": frac,
+            "n_censored_prompts": int(((ma >= cap) | (mb >= cap)).sum()),
+            "verdict": verdict, "test": "Wilcoxon signed-rank over prompts (two-sided), "
+            "95% percentile bootstrap interval over prompts",
+            "describe": pc.describe()}

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mi_ideas import IdeaConfig
 
-Family = Literal["sae_active", "sae_active_minus", "sae_inactive", "sae_dead", "real", "pca", "cov_random",
-                 "cov_gauss", "isotropic", "sae_error"]
-ALL_FAMILIES: tuple[str, ...] = ("sae_active", "sae_active_minus", "sae_inactive", "sae_dead",
-                                 "real", "pca", "cov_random", "cov_gauss", "isotropic",
-                                 "sae_error")
+#: The families of this idea: the plateau family's shared names (common/directions.py) plus
+#: three of its own (dir_sae_dead, dir_pca, dir_sae_error); definitions in .families.
+ALL_FAMILIES: tuple[str, ...] = ("dir_sae_latent", "dir_sae_inactive", "dir_sae_dead",
+                                 "dir_real_diff", "toward_real", "dir_pca", "dir_cov",
+                                 "toward_cov_sample", "dir_isotropic", "dir_sae_error")
+IDEA = "sensitive-directions"
+
+
+def _family(name: str) -> str:
+    from ..common.directions import family_error
+
+    msg = family_error(name, IDEA, ALL_FAMILIES)
+    if msg is not None:
+        raise ValueError(msg)
+    return name
+
+
+Family = str
 
 
 class SensitiveDirectionsConfig(IdeaConfig):
@@ -23,15 +36,30 @@ class SensitiveDirectionsConfig(IdeaConfig):
     prompt_tokens: int = Field(10, ge=2, le=1024, description="Tokens per prompt, BOS "
                                "included; x is the SAE site's activation at the last one.")
     pool_stories: int = Field(200, ge=1, le=20000, description="Texts after the prompts whose "
-                              "activations (every token but BOS) form the pool: covariance, "
-                              "PCA, real activations and SAE firing frequencies (dead latents).")
+                              "activations at positions 1 .. prompt_tokens - 1 (the story "
+                              "openings x is taken from; BOS skipped) form the pool: covariance, "
+                              "PCA, real activations and SAE firing frequencies (dead latents); "
+                              "exact duplicates and copies of a reference are dropped.")
     families: tuple[Family, ...] = Field(ALL_FAMILIES, min_length=1, description=(
-        "Direction families to sweep: sae_active / sae_inactive / sae_dead (unit SAE decoder "
-        "rows +w_i of latents active at x / inactive at x but alive / never firing on the "
-        "pool), sae_active_minus (-w_i of latents active at x), "
-        "real (unit(x' - x)), pca (top principal components), cov_random (unit(Sigma^1/2 z), "
-        "x not subtracted), cov_gauss (unit(g - x), g ~ N(mu, Sigma): subtracts x), "
-        "isotropic (uniform on the sphere), sae_error (unit(x_hat - x))."))
+        "Direction families to sweep (unit d, x + t d): dir_sae_latent / dir_sae_inactive / "
+        "dir_sae_dead (s * w_i, w_i the unit SAE decoder row of a latent active at x / "
+        "inactive at x but alive / never firing on the pool, s by sae_sign), dir_real_diff "
+        "(unit(x_j - x_k), two other real activations), toward_real (unit(x' - x): toward "
+        "another real activation), dir_pca (a top principal component, random sign), dir_cov "
+        "(unit(Sigma^1/2 z), x not subtracted), toward_cov_sample (unit(g - x), g ~ N(mu, "
+        "Sigma): subtracts x), dir_isotropic (uniform on the sphere), dir_sae_error "
+        "(unit(x_hat - x)). Old names (sae_active, real, cov_random, isotropic, ...) are "
+        "refused with their new name."))
+    radial: Literal["project", "match", "keep"] = Field("project", description=(
+        "What to do with each direction's component along x (downstream LayerNorms absorb "
+        "growth along x, so it decides much of a direction's sensitivity): 'project' removes "
+        "it (cos(d, x) = 0 for every family), 'match' gives every family the same cos(d, x) "
+        "distribution (drawn from the pooled cosines of all families' raw directions), "
+        "'keep' uses the families as defined. dir_sae_error is always kept (t = ||x - x_hat|| "
+        "must land on x_hat). Every family's cos(d, x) mean and std are reported."))
+    sae_sign: Literal["random", "plus", "minus"] = Field("random", description=(
+        "Sign of the SAE decoder directions (dir_sae_latent, dir_sae_inactive, dir_sae_dead): "
+        "'random' a fair coin per path, 'plus' +w_i (more of the latent), 'minus' -w_i."))
     n_paths: int = Field(8, ge=1, le=512, description="Directions per prompt and family "
                          "(sae_error has one per prompt).")
     n_steps: int = Field(20, ge=2, le=200, description="Equal steps of t from t_max/n_steps "
@@ -43,9 +71,9 @@ class SensitiveDirectionsConfig(IdeaConfig):
                                "must be below t_max_rel / n_steps.")
     kl_threshold: float = Field(0.1, gt=0, description="KL (nats) whose first crossing "
                                 "defines the crossing length t_cross.")
-    sae_family: Family = Field("sae_active", description="The SAE family in the headline "
+    sae_family: Family = Field("dir_sae_latent", description="The SAE family in the headline "
                                "question 'are SAE directions more sensitive than the baseline?'.")
-    baseline_family: Family = Field("cov_random", description="The baseline of that "
+    baseline_family: Family = Field("dir_cov", description="The baseline of that "
                                     "question (covariance-matched, x not subtracted).")
     optimise: bool = Field(False, description="LOCAL MODELS ONLY (needs autograd through "
                            "the model; refused for remote subjects): also find the most "
@@ -62,6 +90,13 @@ class SensitiveDirectionsConfig(IdeaConfig):
                           "unnormalised direction (initial norm about sqrt(d_model)).")
     rows_per_forward: int = Field(512, ge=1, le=16384, description="Perturbed rows per batched "
                                   "forward of the sweep engine.")
+
+    @field_validator("families", "sae_family", "baseline_family")
+    @classmethod
+    def _known_families(cls, value):
+        for name in (value if isinstance(value, tuple) else (value,)):
+            _family(name)
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "SensitiveDirectionsConfig":

@@ -1,23 +1,14 @@
 """Direction families of the sensitive-directions idea (pure torch).
 
 Every family gives unit directions ``(n_prompts, n_paths, d)`` at the references ``x``;
-the sweep then perturbs ``x + t·d``. Where :mod:`..common.directions` has a family it is
-used as is; the families new here are the dead / alive-inactive SAE latents, PCA
-components, the isotropic direction that does *not* subtract x, and the SAE
-reconstruction error.
+the sweep then perturbs ``x + t·d``. The plateau family's shared families come from
+:mod:`..common.directions` (same names, same definitions in all three plateau ideas);
+three are this idea's own: ``dir_sae_dead``, ``dir_pca`` and ``dir_sae_error``.
 
-| family | direction d | paths per prompt |
-|---|---|---|
-| ``sae_active`` | unit decoder row w_i of a latent active at x (+w_i: more of the latent) | ``n_paths`` |
-| ``sae_active_minus`` | −w_i for a latent active at x (less of it: the reconstruction loses it at t ≈ a_i‖w_i‖) | ``n_paths`` |
-| ``sae_inactive`` | unit decoder row of a latent inactive at x but alive on the pool | ``n_paths`` |
-| ``sae_dead`` | unit decoder row of a latent that never fires on the pool | ``n_paths`` (none if no latent is dead) |
-| ``real`` | unit(x' − x), x' a real pool activation | ``n_paths`` |
-| ``pca`` | ± the top ``n_paths`` principal components of the pool (random sign) | ``n_paths`` |
-| ``cov_random`` | unit(Σ^{1/2} z), z ~ N(0, I): covariance-shaped, x not subtracted | ``n_paths`` |
-| ``cov_gauss`` | unit(g − x), g ~ N(μ, Σ): Heimersheim's first baseline, which subtracts x | ``n_paths`` |
-| ``isotropic`` | unit(z), z ~ N(0, I): uniform on the sphere, x not subtracted | ``n_paths`` |
-| ``sae_error`` | unit(x̂ − x), x̂ the SAE reconstruction: t = ‖x − x̂‖ lands on x̂ | 1 |
+Every family but ``dir_sae_error`` then goes through the radial option
+(:func:`..common.directions.apply_radial`; ``project`` by default): a direction's
+component along x decides much of how fast the output moves (downstream LayerNorms absorb
+growth along x), so without it the comparison measures cos(d, x), not the direction.
 """
 
 from __future__ import annotations
@@ -26,104 +17,83 @@ from typing import Any
 
 from mi_ideas.errors import UsageError
 
-from ..common.directions import Pool, _unit, directions, sae_directions
+from ..common import directions as C
+from .config import ALL_FAMILIES as FAMILIES
 
-FAMILIES = ("sae_active", "sae_active_minus", "sae_inactive", "sae_dead", "real", "pca", "cov_random",
-            "cov_gauss", "isotropic", "sae_error")
-SINGLE_PATH = ("sae_error", "optimised")
+SINGLE_PATH = ("dir_sae_error", "optimised")
+#: Families the radial option does not apply to (their length and direction are the point).
+NO_RADIAL = ("dir_sae_error", "optimised")
 
 DEFINITIONS = {
-    "sae_active": "unit SAE decoder direction +w_i of a latent active at x (random active latent)",
-    "sae_active_minus": "minus the unit SAE decoder direction, -w_i, of a latent active at x "
-                        "(random active latent): less of that latent",
-    "sae_inactive": "unit SAE decoder direction +w_i of a latent inactive at x but alive "
-                    "(fires at least once) on the pool",
-    "sae_dead": "unit SAE decoder direction +w_i of a latent that never fires on the pool",
-    "real": "unit(x' - x), x' a random real activation from the pool (other stories)",
-    "pca": "a top principal component of the pool activations (component k = path k), "
-           "random sign",
-    "cov_random": "unit(Sigma^(1/2) z), z ~ N(0, I), Sigma the pool covariance; x is not "
-                  "subtracted (Lee & Heimersheim 2024's baseline)",
-    "cov_gauss": "unit(g - x), g ~ N(mu, Sigma) fitted to the pool: the baseline that "
-                 "subtracts x (Heimersheim 2024), kept as a control of that choice",
-    "isotropic": "unit(z), z ~ N(0, I): uniformly random on the sphere, x not subtracted",
-    "sae_error": "unit(x_hat - x), x_hat = SAE decode(encode(x)): stepping t = ||x - x_hat|| "
-                 "splices in the reconstruction (Gurnee 2024)",
+    **{f: C.FAMILY_DEFINITIONS[f] for f in FAMILIES if f in C.FAMILY_DEFINITIONS},
+    "toward_real": "unit(x' - x), x' another prompt's real activation from the pool (never an "
+                   "exact copy of x): the target-path family toward_real used as a direction",
+    "toward_cov_sample": "unit(g - x), g ~ N(mu, Sigma) fitted to the pool: the target-path "
+                         "family toward_cov_sample used as a direction (it subtracts x, so it "
+                         "points at the pool mean; Heimersheim 2024's first baseline)",
+    "dir_sae_dead": "s * w_i, w_i the unit SAE decoder direction of a latent that never fires on "
+                    "the pool, s by sae_sign",
+    "dir_pca": "a top principal component of the pool activations (component k = path k), "
+               "random sign",
+    "dir_sae_error": "unit(x_hat - x), x_hat = SAE decode(encode(x)): stepping t = ||x - x_hat|| "
+                     "splices in the reconstruction (Gurnee 2024); never radially adjusted",
     "optimised": "unit direction maximising KL(clean || x + t_opt d) by gradient ascent "
-                 "(best of opt_restarts), one per prompt",
+                 "(best of opt_restarts), one per prompt; never radially adjusted",
 }
 
+reconstruction = C.reconstruction
+latent_frequency = C.firing_frequency
 
-def reconstruction(sae: Any, x: Any) -> Any:
-    """The SAE's reconstruction x̂ = decode(encode(x)) of ``x`` ``(n, d)``."""
+
+def _pick_latents(sae: Any, n: int, n_paths: int, gen: Any, allowed: Any, sae_sign: str) -> Any:
+    """``s * w_i`` for latents in ``allowed`` ``(n, n_latents)`` bool, per prompt."""
     import torch
 
-    with torch.no_grad():
-        return sae.decode(sae.encode(x.to(sae.W_dec.dtype))).to(x.dtype)
+    w = C.unit(sae.W_dec.detach().float())
+    if (allowed.sum(-1) == 0).any():
+        raise UsageError("no SAE latent fits this family at one of the prompts.")
+    idx = torch.multinomial(allowed.float(), n_paths, replacement=True, generator=gen)
+    return w[idx] * C._signs((n, n_paths, 1), sae_sign, gen)
 
 
-def latent_frequency(sae: Any, acts: Any, chunk: int = 4096) -> Any:
-    """Fraction of pool rows on which each latent fires (encoded in chunks)."""
-    import torch
-
-    counts = torch.zeros(sae.W_dec.shape[0])
-    with torch.no_grad():
-        for start in range(0, len(acts), chunk):
-            codes = sae.encode(acts[start:start + chunk].to(sae.W_dec.dtype))
-            counts += (codes > 0).float().sum(0)
-    return counts / max(len(acts), 1)
-
-
-def _pick_latents(sae: Any, x: Any, n_paths: int, gen: Any, allowed: Any) -> Any:
-    """Unit decoder rows of latents in ``allowed`` (n, n_latents) bool, per prompt."""
-    import torch
-
-    w = _unit(sae.W_dec.detach().float())
-    out = torch.empty(len(x), n_paths, w.shape[1])
-    for i in range(len(x)):
-        choices = allowed[i].nonzero().flatten()
-        if len(choices) == 0:
-            raise UsageError("no SAE latent fits this family at one of the prompts.")
-        out[i] = w[choices[torch.randint(len(choices), (n_paths,), generator=gen)]]
-    return out
-
-
-def family_directions(family: str, x: Any, pool: Pool, n_paths: int, gen: Any, *,
-                      sae: Any, freq: Any, pca: Any = None) -> Any:
-    """Unit directions ``(n, n_paths, d)`` of ``family`` (``(n, 1, d)`` for sae_error)."""
+def raw_family_directions(family: str, x: Any, pool: C.Pool, n_paths: int, gen: Any, *,
+                          sae: Any, freq: Any, pca: Any = None, sae_sign: str = "random") -> Any:
+    """Unit directions ``(n, n_paths, d)`` of ``family`` before the radial option
+    (``(n, 1, d)`` for dir_sae_error)."""
     import torch
 
     n, d = x.shape
-    if family in ("sae_active", "sae_active_minus"):
-        d = sae_directions(sae, x, n_paths, gen, which="active")
-        return -d if family == "sae_active_minus" else d
-    if family in ("sae_inactive", "sae_dead"):
+    if family == "dir_sae_dead":
         alive = freq > 0
-        if family == "sae_dead":
-            if not (~alive).any():
-                raise UsageError("the SAE has no dead latents on this pool.")
-            return _pick_latents(sae, x, n_paths, gen, (~alive).expand(n, -1))
-        with torch.no_grad():
-            active = sae.encode(x.to(sae.W_dec.dtype)) > 0
-        return _pick_latents(sae, x, n_paths, gen, ~active & alive)
-    if family == "real":
-        return directions("real", x, pool, n_paths, gen)
-    if family == "pca":
+        if not (~alive).any():
+            raise UsageError("the SAE has no dead latents on this pool.")
+        return _pick_latents(sae, n, n_paths, gen, (~alive).expand(n, -1), sae_sign)
+    if family == "dir_pca":
         comps = principal_components(pool) if pca is None else pca
         if n_paths > len(comps):
-            raise UsageError(f"pca has only {len(comps)} components, not {n_paths}.")
+            raise UsageError(f"dir_pca has only {len(comps)} components, not {n_paths}.")
         sign = torch.randint(0, 2, (n, n_paths, 1), generator=gen).float() * 2 - 1
         return sign * comps[:n_paths][None]
-    if family in ("cov_random", "cov_gauss"):
-        return directions(family, x, pool, n_paths, gen)
-    if family == "isotropic":
-        return _unit(torch.randn(n, n_paths, d, generator=gen))
-    if family == "sae_error":
-        return _unit(reconstruction(sae, x) - x)[:, None]
-    raise UsageError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}.")
+    if family == "dir_sae_error":
+        return C.unit(reconstruction(sae, x) - x)[:, None]
+    if family in C.ALL_FAMILIES:
+        return C.raw_directions(family, x, pool, n_paths, gen, sae=sae, freq=freq,
+                                sae_sign=sae_sign)
+    raise UsageError(C.family_error(family, "sensitive-directions", FAMILIES) + ".")
 
 
-def principal_components(pool: Pool) -> Any:
+def family_directions(family: str, x: Any, pool: C.Pool, n_paths: int, gen: Any, *,
+                      sae: Any, freq: Any, pca: Any = None, sae_sign: str = "random",
+                      radial: str = "project", target_cos: Any = None) -> Any:
+    """Unit directions of ``family`` after the radial option (kept for :data:`NO_RADIAL`)."""
+    d = raw_family_directions(family, x, pool, n_paths, gen, sae=sae, freq=freq, pca=pca,
+                              sae_sign=sae_sign)
+    if family in NO_RADIAL:
+        return d
+    return C.apply_radial(d, x, radial, gen, target_cos=target_cos)
+
+
+def principal_components(pool: C.Pool) -> Any:
     """Unit principal components of the pool, by decreasing variance, ``(d, d)`` rows."""
     import torch
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 COLOURS = {
-    "sae_active": "tab:red", "sae_active_minus": "tab:pink", "sae_inactive": "tab:orange", "sae_dead": "tab:brown",
-    "real": "tab:blue", "pca": "tab:cyan", "cov_random": "black", "cov_gauss": "tab:purple",
-    "isotropic": "tab:gray", "sae_error": "tab:green", "optimised": "tab:olive",
+    "dir_sae_latent": "tab:red", "dir_sae_inactive": "tab:orange", "dir_sae_dead": "tab:brown",
+    "dir_real_diff": "tab:pink", "toward_real": "tab:blue", "dir_pca": "tab:cyan",
+    "dir_cov": "black", "toward_cov_sample": "tab:purple", "dir_isotropic": "tab:gray",
+    "dir_sae_error": "tab:green", "optimised": "tab:olive",
 }
 
 
@@ -31,13 +32,14 @@ def curves_figure(details: dict, x_norm: float, threshold: float) -> Any:
         c = details["curves"][f]
         lo, med, hi = (np.clip(np.asarray(c[k]), 1e-9, None) for k in ("q25", "median", "q75"))
         col = COLOURS.get(f)
-        ax.plot(t[1:], med[1:], color=col, label=f, lw=2 if f in ("sae_active", "cov_random") else 1.2)
+        ax.plot(t[1:], med[1:], color=col, label=f, lw=2 if f in ("dir_sae_latent", "dir_cov") else 1.2)
         ax.fill_between(t[1:], lo[1:], hi[1:], color=col, alpha=0.12)
     ax.axhline(threshold, color="k", ls=":", lw=1, label=f"threshold {threshold:g}")
     ax.set_yscale("log")
     ax.set_xlabel("perturbation length t / median ||x||")
     ax.set_ylabel("KL(clean || perturbed) [nats]")
-    ax.set_title(f"KL along x + t d at {details['site']} (median, IQR band)")
+    ax.set_title(f"KL along x + t d at {details['site']}, radial={details.get('radial')} "
+                 "(median, IQR band)", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     return fig
 
@@ -81,8 +83,9 @@ def optimised_figure(opt: dict) -> Any:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     bins = [i / 40 for i in range(41)]
     for key, label, col in (("max_cos_sae", "optimised", "tab:olive"),
-                            ("max_cos_cov_random_control", "cov_random (control)", "black"),
-                            ("max_cos_isotropic_control", "isotropic (control)", "tab:gray")):
+                            ("max_cos_dir_cov_control", "dir_cov (control)", "black"),
+                            ("max_cos_dir_isotropic_control", "dir_isotropic (control)",
+                             "tab:gray")):
         if key in opt:
             ax.hist(opt[key], bins=bins, density=True, alpha=0.5, color=col, label=label)
     ax.set_xlabel("max_i |cos(d, w_i)| over alive SAE decoder rows")

@@ -7,8 +7,8 @@ optimised), S = n_steps + 2 lengths, R = rows_per_forward, N = the pool's tokens
 - all run long: the pool activations (N·d, twice: the harvest's tensor and the fit's
   copy), the clean run (residual stream n·T·d, log-probs n·d_vocab) and every family's
   directions (n·M·d);
-- the harvest of the pool (batches of 32 texts of up to 128 tokens, so N ≤ 127 ·
-  pool_stories, and no more stories than the dataset has after the prompts; up to
+- the harvest of the pool (batches of 32 texts of prompt_tokens tokens, so N ≤
+  (prompt_tokens − 1) · pool_stories, and no more stories than the dataset has after the prompts; up to
   256 MiB of rows before a shard is written), then the Gaussian fit
   (two float64 copies, 2·N·d) and the latent frequencies (chunks of 4096 rows of SAE
   codes; dictionary width assumed 32·d_model);
@@ -42,12 +42,12 @@ def estimate(config: SensitiveDirectionsConfig, subject: Any, dataset: Any = Non
     d, _, vocab = M.dims(subject)
     n, T, R = config.n_prompts, config.prompt_tokens, config.rows_per_forward
     S = config.n_steps + 2
-    paths = sum(1 if f == "sae_error" else config.n_paths for f in config.families)
+    paths = sum(1 if f == "dir_sae_error" else config.n_paths for f in config.families)
     paths += 1 if config.optimise else 0
     stories = config.pool_stories
     if dataset is not None:  # the pool is at most the texts after the prompts
         stories = max(1, min(stories, len(dataset) - n))
-    N = stories * (HARVEST_TOKENS - 1)
+    N = stories * (T - 1)  # positions 1 .. prompt_tokens - 1 of each pool text
     d_sae = M.SAE_EXPANSION * d
     rows = n * paths * S
     sweep_fields = ("n_prompts", "n_paths", "n_steps", "families")
@@ -62,7 +62,7 @@ def estimate(config: SensitiveDirectionsConfig, subject: Any, dataset: Any = Non
     phases: dict[str, list[MemoryItem]] = {
         "pool harvest": [
             M.forward(f"forward of {HARVEST_BATCH} pool texts", subject, HARVEST_BATCH,
-                      HARVEST_TOKENS, ()),
+                      T, ("prompt_tokens",)),
             MemoryItem("harvest buffer before a shard is written",
                        min(N * d * M.F32, HARVEST_BUFFER), ("pool_stories",)),
         ],

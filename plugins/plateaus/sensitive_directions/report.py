@@ -8,7 +8,7 @@ from mi_ideas import IdeaResult
 
 from ..common.curves import DEFINITIONS as D
 from . import analysis as A
-from .families import DEFINITIONS as FAMILY_DEFINITIONS
+from .families import DEFINITIONS as FAMILY_DEFINITIONS, NO_RADIAL
 from .result import SensitiveDirectionsResult
 
 T_CROSS = ("t_cross: the perturbation length t (L2 norm of the added vector, in residual-"
@@ -26,14 +26,25 @@ def _med(v: Any) -> float:
     return A.summary(v)["median"]
 
 
+COMPARE = ("paired over prompts: per prompt, the median t_cross over the family's paths and "
+           "over the baseline's (a median that never crosses is set to t_cap = t_max (1 + 1 / "
+           "n_steps), just beyond the grid; prompts where neither crosses are dropped); the "
+           "per-prompt log ratio log(t_family / t_baseline), Wilcoxon signed-rank test over "
+           "prompts (two-sided), 95% percentile bootstrap interval over prompts of its mean")
+
+
 def build_result(*, config: Any, names: list[str], kl: dict, kl_err: dict, t_cross: dict,
                  curv: dict, steps: Any, x_norm: float, t_max: float, t_small: float,
                  err_norm: Any, dead: int, n_latents: int, n_pool: int, skipped: dict,
-                 opt: dict, sae: Any, freq: Any, dirs: dict, site: str,
-                 x: Any) -> SensitiveDirectionsResult:
+                 opt: dict, sae: Any, freq: Any, dirs: dict, site: str, x: Any,
+                 pool: Any = None, n_pool_raw: int | None = None, raw: dict | None = None,
+                 target_cos: Any = None, seed_for: Any = None) -> SensitiveDirectionsResult:
     import torch
 
+    from ..common.directions import COS_X_DEFINITION, RADIAL_DEFINITIONS, add_cos_x, cos_x_stats
+
     base, sae_fam = config.baseline_family, config.sae_family
+    radial = config.radial
     result = SensitiveDirectionsResult()
     result.add("x_norm_median", x_norm, "median (the lower middle value) over prompts of "
                f"||x||, the L2 norm of the reference activation at {site}, last position")
@@ -42,103 +53,111 @@ def build_result(*, config: Any, names: list[str], kl: dict, kl_err: dict, t_cro
                "the small step t_s of the curvature: small_t_rel * x_norm_median")
     result.add("kl_threshold", config.kl_threshold,
                "KL (nats) whose first crossing defines t_cross")
-    result.add("n_prompts", len(x), "reference prompts (last-token activations x)")
-    result.add("n_pool_tokens", n_pool,
-               "pool activations (every token but BOS of the pool texts)")
+    result.add("n_prompts", len(x), "reference prompts (last-token activations x; distinct "
+               f"{config.prompt_tokens}-token prompts)")
+    result.add("n_pool_tokens", n_pool, "pool activations: distinct rows at positions 1 .. "
+               f"prompt_tokens - 1 = {config.prompt_tokens - 1} (the position class of x, story "
+               "openings; BOS skipped) of the pool texts, without exact duplicates or copies "
+               "of a reference")
+    if pool is not None:
+        result.add("n_pool_duplicates_dropped", pool.n_duplicates, "pool activations dropped "
+                   "as exact duplicates of an earlier pool row (repeated story openings)")
+        result.add("n_pool_reference_copies_dropped", pool.n_reference_copies, "pool "
+                   "activations dropped because they equal a reference activation x exactly "
+                   "(so no path pairs a reference with itself)")
     result.add("n_dead_latents", dead,
                f"SAE latents (of {n_latents}) that never fire on the pool")
     result.add("error_norm_median", _med(err_norm), "median over prompts of ||x - x_hat||, "
                "x_hat the SAE reconstruction of x")
+    radial_text = RADIAL_DEFINITIONS[radial] + ("" if radial != "match" else (
+        f"; reference cosines: cos(d, x) of every family's raw paths pooled ({len(target_cos)} "
+        f"values, mean {float(target_cos.mean()):.3g})"))
+    result.add("radial_project", float(radial == "project"), "1 if radial=project (every "
+               "family's component along x removed), else 0; " + radial_text)
 
+    cap = t_max * (1 + 1 / config.n_steps)
     summaries, comparisons = {}, {}
     for f in names:
         s_t, s_c = A.summary(t_cross[f]), A.summary(curv[f])
         summaries[f] = {"t_cross": s_t, "curvature": s_c,
                         "kl_at_error_norm": A.summary(kl_err[f])}
-        result.add(f"{f}_t_cross_median", s_t["median"],
+        result.add(f"{f}.t_cross_median", s_t["median"],
                    f"median over (prompt, path) of {T_CROSS} Family {f}: "
                    f"{FAMILY_DEFINITIONS[f]}")
-        result.add(f"{f}_t_cross_iqr", s_t["iqr"], f"interquartile range (q75 - q25) of {f}'s "
+        result.add(f"{f}.t_cross_iqr", s_t["iqr"], f"interquartile range (q75 - q25) of {f}'s "
                    "t_cross (inf when more than a quarter never cross)")
-        result.add(f"{f}_censored_frac", s_t["censored_frac"], f"fraction of {f}'s paths whose "
+        result.add(f"{f}.censored_frac", s_t["censored_frac"], f"fraction of {f}'s paths whose "
                    "KL never exceeds kl_threshold up to t_max")
-        result.add(f"{f}_curvature_median", s_c["median"],
+        result.add(f"{f}.curvature_median", s_c["median"],
                    f"median over (prompt, path) of {CURV}")
-        result.add(f"{f}_error_matched_kl_median", summaries[f]["kl_at_error_norm"]["median"],
+        result.add(f"{f}.error_matched_kl_median", summaries[f]["kl_at_error_norm"]["median"],
                    f"median over (prompt, path) of KL at t = ||x - x_hat|| (each prompt's own "
                    f"SAE error norm) along {f}")
+        applied = "keep" if f in NO_RADIAL else radial
+        mean, std = add_cos_x(result, f, dirs[f], x, applied)
+        summaries[f]["cos_x"] = {"mean": mean, "std": std, "radial": applied}
+        if raw is not None and f in raw and applied != "keep":
+            raw_mean, _ = cos_x_stats(raw[f], x)
+            result.add(f"{f}.cos_x_raw_mean", raw_mean, "mean of " + COS_X_DEFINITION.replace(
+                "after the radial option", "before the radial option (the family as defined)")
+                + f"; family {f}")
         if f != base:
-            c = A.compare(t_cross[f], t_cross[base])
+            c = A.compare(t_cross[f], t_cross[base], cap,
+                          rng=seed_for(f) if seed_for is not None else 0)
             comparisons[f] = c
-            result.add(f"{f}_ks_vs_{base}", A.ks(t_cross[f], t_cross[base]),
-                       D["ks"] + f" between the t_cross samples of {f} and {base}")
-            result.add(f"{f}_mannwhitney_p_vs_{base}", c["mannwhitney_p"], "two-sided "
-                       f"Mann-Whitney U p-value of t_cross[{f}] vs t_cross[{base}] (paths pooled "
-                       "over prompts)")
-            result.add(f"{f}_auc_vs_{base}", c["auc"], f"P(t_cross of a {f} path < that of a "
-                       f"{base} path) + 0.5 P(tie), over all pairs (Mann-Whitney U / (n1 n2)); "
-                       f"> 0.5 = {f} more sensitive")
+            result.add(f"{f}.vs_{base}.ratio", c["ratio"], f"exp(mean over prompts of log("
+                       f"t_{f} / t_{base})): the geometric-mean ratio of the per-prompt median "
+                       f"crossing lengths; < 1 = {f} crosses earlier (more sensitive); {COMPARE}")
+            result.add(f"{f}.vs_{base}.ratio_ci_low", c["ratio_ci_low"], "lower end of the 95% "
+                       "bootstrap interval (over prompts) of that ratio")
+            result.add(f"{f}.vs_{base}.ratio_ci_high", c["ratio_ci_high"], "upper end of the "
+                       "95% bootstrap interval (over prompts) of that ratio")
+            result.add(f"{f}.vs_{base}.wilcoxon_p", c["wilcoxon_p"], "two-sided Wilcoxon "
+                       f"signed-rank p over prompts of log(t_{f} / t_{base}) ({COMPARE})")
+            result.add(f"{f}.vs_{base}.ks", A.ks(t_cross[f], t_cross[base]),
+                       D["ks"] + f" between the t_cross samples of {f} and {base} (paths "
+                       "pooled: descriptive only, no test)")
     ks_matrix = {f: {g: A.ks(t_cross[f], t_cross[g]) for g in names} for f in names}
-    if "real" in names and "isotropic" in names:
-        result.add("ks_real_vs_isotropic", ks_matrix["real"]["isotropic"],
-                   D["ks"] + " between the t_cross samples of real and isotropic")
 
-    # The headline question.
+    # The headline question, at the prompt level.
     c = comparisons[sae_fam]
     c_curv = _med(curv[sae_fam]) / _med(curv[base])
-    sig = c["mannwhitney_p"] < 0.05
-    verdict = (1.0 if c["auc"] > 0.5 else -1.0) if sig else 0.0
-    result.add("sae_vs_baseline_auc", c["auc"], f"P(t_cross[{sae_fam}] < t_cross[{base}]) + "
-               "0.5 P(tie) over all path pairs (Mann-Whitney); > 0.5 = SAE directions more "
-               "sensitive")
-    result.add("sae_vs_baseline_mannwhitney_p", c["mannwhitney_p"], "two-sided Mann-Whitney U "
-               f"p-value of t_cross[{sae_fam}] vs t_cross[{base}] (paths pooled over prompts)")
-    result.add("sae_vs_baseline_median_ratio", c["median_ratio"], f"median t_cross[{sae_fam}] "
-               f"/ median t_cross[{base}]; < 1 = SAE directions cross earlier")
-    result.add("sae_vs_baseline_prompt_frac", c["prompt_frac"], "fraction of prompts whose "
+    verdict = c["verdict"]
+    result.add("sae_vs_baseline.ratio", c["ratio"], f"exp(mean over prompts of log(t_{sae_fam} "
+               f"/ t_{base})); < 1 = SAE directions cross earlier (more sensitive); {COMPARE}")
+    result.add("sae_vs_baseline.ratio_ci_low", c["ratio_ci_low"],
+               "lower end of the 95% bootstrap interval over prompts of that ratio")
+    result.add("sae_vs_baseline.ratio_ci_high", c["ratio_ci_high"],
+               "upper end of the 95% bootstrap interval over prompts of that ratio")
+    result.add("sae_vs_baseline.wilcoxon_p", c["wilcoxon_p"], "two-sided Wilcoxon signed-rank "
+               f"p over prompts of log(t_{sae_fam} / t_{base}) ({COMPARE})")
+    result.add("sae_vs_baseline.prompt_frac", c["prompt_frac"], "fraction of prompts whose "
                f"median t_cross over {sae_fam} paths is below that over {base} paths (ties "
                "count 1/2)")
-    result.add("sae_vs_baseline_wilcoxon_p", c["wilcoxon_p"], "two-sided Wilcoxon signed-rank "
-               "p-value of the per-prompt log ratio of those medians (paired by prompt)")
-    result.add("sae_vs_baseline_ks", A.ks(t_cross[sae_fam], t_cross[base]),
-               D["ks"] + f" between t_cross[{sae_fam}] and t_cross[{base}]")
-    result.add("sae_vs_baseline_curvature_ratio", c_curv, f"median curvature[{sae_fam}] / "
+    result.add("sae_vs_baseline.n_prompts", c["n_prompts"], "prompts in that paired "
+               "comparison (those where at least one of the two families crosses)")
+    result.add("sae_vs_baseline.curvature_ratio", c_curv, f"median curvature[{sae_fam}] / "
                f"median curvature[{base}]; > 1 = SAE directions more sensitive at small t")
-    result.add("sae_more_sensitive", verdict, "+1: SAE directions cross earlier than the "
-               "baseline (AUC > 0.5, Mann-Whitney p < 0.05); -1: later (AUC < 0.5, p < 0.05); "
-               "0: no significant difference")
-    word = {1.0: "MORE", -1.0: "LESS", 0.0: "NOT SIGNIFICANTLY MORE OR LESS"}[verdict]
-    answer = (f"{sae_fam} directions are {word} sensitive than {base}: AUC P(t_{sae_fam} < "
-              f"t_{base}) = {c['auc']:.3f} (Mann-Whitney p = {c['mannwhitney_p']:.2g}), median "
-              f"t_cross {summaries[sae_fam]['t_cross']['median']:.3g} vs "
-              f"{summaries[base]['t_cross']['median']:.3g}, prompts with earlier SAE crossing "
-              f"{c['prompt_frac']:.2f} (Wilcoxon p = {c['wilcoxon_p']:.2g}), small-step "
-              f"curvature ratio {c_curv:.3g}.")
-
-    others = []
-    for f in names:
-        if f.startswith("sae_") and f not in (sae_fam, base) and f in comparisons:
-            o = comparisons[f]
-            w = (("MORE" if o["auc"] > 0.5 else "LESS") if o["mannwhitney_p"] < 0.05
-                 else "not significantly different")
-            others.append(f"{f} {w} (AUC {o['auc']:.3f}, p = {o['mannwhitney_p']:.2g})")
-    if others:
-        answer += f" Other SAE families vs {base}: " + "; ".join(others) + "."
+    result.add("sae_more_sensitive", verdict, f"+1: {sae_fam} crosses earlier than {base} "
+               "(Wilcoxon signed-rank over prompts p < 0.05, ratio < 1); -1: later (p < 0.05, "
+               "ratio > 1); 0: no significant difference")
+    answer = answer_sentence(result.metrics, sae_fam, base, radial)
     for f, why in skipped.items():
         answer += f" {f} skipped: {why}."
 
     # Gurnee 2024: the KL of splicing in x_hat against random perturbations of equal length.
-    if "sae_error" in names:
-        splice = kl_err["sae_error"][:, 0]
+    if "dir_sae_error" in names:
+        splice = kl_err["dir_sae_error"][:, 0]
         result.add("splice_kl_median", _med(splice), "median over prompts of KL(clean || "
-                   "x replaced by x_hat), i.e. sae_error at t = ||x - x_hat||")
-        for ref in dict.fromkeys((base, "isotropic")):
+                   "x replaced by x_hat), i.e. dir_sae_error at t = ||x - x_hat||")
+        for ref in dict.fromkeys((base, "dir_isotropic")):
             if ref in names:
                 ratio = splice / torch.quantile(kl_err[ref], 0.5, dim=-1).clamp_min(1e-12)
                 result.add(f"splice_vs_{ref}_kl_ratio", _med(ratio), "median over prompts of "
                            f"KL(splice x_hat) / (median over {ref} paths of KL at the same "
                            "length ||x - x_hat||); Gurnee's 'pathological error' ratio (1 = as "
-                           "harmful as that random direction)")
+                           f"harmful as that random direction; {ref} with radial={radial}, "
+                           "the error direction unadjusted: compare their cos_x_mean)")
 
     opt_details: dict[str, Any] = {}
     if opt:
@@ -154,10 +173,30 @@ def build_result(*, config: Any, names: list[str], kl: dict, kl_err: dict, t_cro
         "steps": steps.tolist(), "curves": curves, "summaries": summaries,
         "comparisons_vs_baseline": comparisons, "ks_matrix": ks_matrix,
         "family_definitions": {f: FAMILY_DEFINITIONS[f] for f in names},
+        "radial": radial, "sae_sign": config.sae_sign, "sae_family": sae_fam,
+        "baseline_family": base,
+        "pool_positions": f"1..{config.prompt_tokens - 1}",
         "optimised": opt_details,
     }
     result.details = details
     return result
+
+
+def answer_sentence(m: dict, sae_fam: str, base: str, radial: str) -> str:
+    """One sentence from the paired comparison's numbers (says "no difference" when p >= 0.05)."""
+    p = m["sae_vs_baseline.wilcoxon_p"]
+    ratio, lo, hi = (m[f"sae_vs_baseline.{k}"] for k in ("ratio", "ratio_ci_low", "ratio_ci_high"))
+    cos_s, cos_b = m.get(f"{sae_fam}.cos_x_mean"), m.get(f"{base}.cos_x_mean")
+    if m["sae_more_sensitive"] == 0.0:
+        head = f"No difference: {sae_fam} directions are not significantly more or less " \
+               f"sensitive than {base}"
+    else:
+        word = "MORE" if m["sae_more_sensitive"] > 0 else "LESS"
+        head = f"{sae_fam} directions are {word} sensitive than {base}"
+    return (f"{head} (radial={radial}): the per-prompt crossing length ratio t_{sae_fam} / "
+            f"t_{base} is {ratio:.3g} [95% CI {lo:.3g}, {hi:.3g}], Wilcoxon signed-rank over "
+            f"{int(m['sae_vs_baseline.n_prompts'])} prompts p = {p:.2g}; mean cos(d, x) "
+            f"{cos_s:+.3f} vs {cos_b:+.3f}.")
 
 
 def _optimised(opt: dict, result: IdeaResult, sae: Any, freq: Any, dirs: dict, x: Any,
@@ -176,7 +215,7 @@ def _optimised(opt: dict, result: IdeaResult, sae: Any, freq: Any, dirs: dict, x
     result.add("opt_max_cos_sae_median", _med(own), "median over prompts of max_i |cos(d, "
                "w_i)|, d the optimised direction, w_i the decoder rows of alive SAE latents")
     out = {"max_cos_sae": own.tolist(), "kl": opt["kl"].tolist()}
-    for ref in dict.fromkeys((base, "isotropic")):
+    for ref in dict.fromkeys((base, "dir_isotropic")):
         if ref in dirs:
             c = max_abs_cos(dirs[ref], w_alive)
             result.add(f"opt_max_cos_{ref}_control_median", _med(c), "the same max |cos| "

@@ -1,0 +1,263 @@
+"""sparsify-model: a Jacobian SAE pair at each MLP, for each lambda of the sweep."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from mi_ideas import IdeaResult
+from mi_ideas.errors import UsageError
+
+from .config import SparsifyModelConfig
+from .definitions import definition
+from .jsae import MLP, JacobianSAEPair, fit_pair
+
+
+def lam_name(lam: float) -> str:
+    return f"lambda_{lam:g}"
+
+
+def mlp_of(subject, layer: int) -> MLP:
+    """The frozen MLP of ``layer`` from a local Hugging Face GPT-2-style model (Conv1D
+    c_fc / c_proj: y = act(x W_fc + b_fc) W_proj + b_proj)."""
+    model = getattr(getattr(subject, "model", None), "_module", None)
+    try:
+        block = model.transformer.h[layer].mlp
+        act = model.config.activation_function
+        w = (block.c_fc.weight, block.c_fc.bias, block.c_proj.weight, block.c_proj.bias)
+    except AttributeError:
+        raise UsageError(
+            f"sparsify-model reads the MLP weights of a local GPT-2-architecture model "
+            f"(transformer.h[L].mlp.c_fc / c_proj); {subject.spec} is not one (or is remote). "
+            f"Use the zoo model or a local GPT-2 checkpoint (--model hf:DIR).") from None
+    if act not in ("relu", "gelu_new", "gelu"):
+        raise UsageError(f"sparsify-model supports MLP activations relu, gelu_new and gelu; "
+                         f"{subject.spec} uses {act!r}.")
+    return MLP(*(t.detach().float().clone() for t in w), act=act)
+
+
+@torch.no_grad()
+def evaluate(pair: JacobianSAEPair, x: torch.Tensor, y: torch.Tensor, cfg: SparsifyModelConfig
+             ) -> dict[str, float]:
+    """Reconstruction, sparsity and Jacobian statistics on held-out rows."""
+    from mi_ideas.metrics import explained_variance
+
+    d1, d2 = pair.cfg.d_sae, pair.cfg.d_sae_out
+    sums = torch.zeros(d2, d1, dtype=torch.float64)
+    counts = torch.zeros(d2, d1, dtype=torch.float64)
+    y_hats, x_hats, l0, above, total, l1 = [], [], 0.0, 0.0, 0.0, 0.0
+    for i in range(0, len(x), 1024):
+        o = pair.pair_forward(x[i:i + 1024])
+        jac = o["jacobian"].double().abs()
+        y_hats.append(o["y_hat"])
+        x_hats.append(o["x_hat"])
+        l0 += float((o["z1"] > 0).sum())
+        above += float((jac > cfg.jacobian_eps).sum())
+        total += jac.numel()
+        l1 += float(jac.sum((1, 2)).sum())
+        # co-active counts and |J| sums per (output, input) latent pair
+        both = ((o["z2"].gather(1, o["idx_out"]) > 0)[..., None]
+                & (o["z1"].gather(1, o["idx_in"]) > 0)[:, None, :]).double()
+        flat = (o["idx_out"][..., None] * d1 + o["idx_in"][:, None, :]).reshape(-1)
+        sums.view(-1).index_add_(0, flat, (jac * both).reshape(-1))
+        counts.view(-1).index_add_(0, flat, both.reshape(-1))
+    mean_abs = sums / counts.clamp_min(1)
+    edges = (counts >= cfg.edge_min_tokens) & (mean_abs > cfg.jacobian_eps)
+    live = int((counts.sum(0) > 0).sum())
+    return {"ev": float(explained_variance(y, torch.cat(y_hats))),
+            "ev_in": float(explained_variance(x, torch.cat(x_hats))),
+            "l0": l0 / len(x), "jacobian_density": above / max(total, 1),
+            "jacobian_l1": l1 / len(x), "edges": float(edges.sum()), "live": float(live),
+            "edge_matrix": edges, "mean_abs": mean_abs.float()}
+
+
+def autograd_error(pair: JacobianSAEPair, x: torch.Tensor) -> float:
+    """max |J_einsum - J_autograd| on a few rows, in float64."""
+    import copy
+
+    p = copy.deepcopy(pair).double()
+    x = x.double()
+    o = p.pair_forward(x)
+    err = 0.0
+    for t in range(len(x)):
+        idx_in, idx_out, z1 = o["idx_in"][t], o["idx_out"][t], o["z1"][t].detach()
+
+        def f(v, z1=z1, idx_in=idx_in, idx_out=idx_out):
+            z = z1.index_put((idx_in,), v)
+            y, _ = p.mlp(p.decode(z[None]))
+            return torch.relu(y @ p.sae2.W_enc + p.sae2.b_enc)[0, idx_out]
+
+        ref = torch.autograd.functional.jacobian(f, z1[idx_in])
+        err = max(err, float((ref - o["jacobian"][t].detach()).abs().max()))
+    return err
+
+
+def ce_losses(subject, texts: list[str], layers: list[int], pairs: dict, max_length: int
+              ) -> tuple[float, dict]:
+    """Clean CE, and CE with each (layer, lambda) pair's y_hat spliced at mlp_out.L."""
+    from mi_ideas.subject import Intervention
+
+    batch = subject.tokenize(texts, max_length=max_length)
+    mask = batch.attention_mask.bool()
+    target_ok = mask[:, :-1] & mask[:, 1:]
+    first = mask.float().argmax(1)  # BOS position of each (left-padded) row
+
+    def ce(logits: torch.Tensor) -> float:
+        lp = logits[:, :-1].float().log_softmax(-1)
+        nll = -lp.gather(-1, batch.input_ids[:, 1:, None])[..., 0]
+        return float(nll[target_ok].mean())
+
+    sites = [s for L in layers for s in (f"mlp_in.{L}", f"mlp_out.{L}")]
+    clean = subject.forward(batch, read=sites, logits=True)
+    out = {}
+    with torch.no_grad():
+        for (L, lam), pair in pairs.items():
+            x = clean.activations[f"mlp_in.{L}"].float()
+            y = clean.activations[f"mlp_out.{L}"].float()
+            y_hat = pair.pair_forward(x.reshape(-1, x.shape[-1]), jacobian=False)["y_hat"].reshape(y.shape)
+            keep = ~mask.clone()
+            keep[torch.arange(len(first)), first] = True  # BOS and padding keep clean values
+            y_hat = torch.where(keep[..., None], y, y_hat)
+            spliced = subject.forward(batch, logits=True,
+                                      interventions=[Intervention(f"mlp_out.{L}", "replace", y_hat)])
+            out[(L, lam)] = ce(spliced.logits)
+    return ce(clean.logits), out
+
+
+def sweep(subject, acts, layers, cfg, ctx, tag: str, texts: list[str]) -> dict[str, Any]:
+    """Train and evaluate every (layer, lambda) pair on one model."""
+    n = acts.n_rows
+    n_eval = max(int(n * cfg.eval_fraction), 64)
+    lams = sorted(set([0.0, *cfg.lambdas]))
+    stats: dict = {}
+    pairs: dict = {}
+    seconds = {lam: 0.0 for lam in lams}
+    norms: dict[str, dict[int, float]] = {"mlp_in_norm": {}, "mlp_out_norm": {}}
+    for L in layers:
+        mlp = mlp_of(subject, L)
+        x = acts.load(f"mlp_in.{L}").float()
+        y = acts.load(f"mlp_out.{L}").float()
+        norms["mlp_in_norm"][L] = float(x[-n_eval:].norm(dim=1).mean())
+        norms["mlp_out_norm"][L] = float(y[-n_eval:].norm(dim=1).mean())
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator_for(f"{tag}-{L}")))
+        for lam in lams:
+            t0 = time.perf_counter()
+            pair = fit_pair(mlp, x[:-n_eval], d_sae=cfg.d_sae, k=cfg.k, lam=lam, steps=cfg.steps,
+                            batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
+            seconds[lam] += time.perf_counter() - t0
+            pair.eval()
+            stats[(L, lam)] = evaluate(pair, x[-n_eval:], y[-n_eval:], cfg)
+            pairs[(L, lam)] = pair
+            s = stats[(L, lam)]
+            ctx.log(f"{tag} layer {L} lambda {lam:g}: EV {s['ev']:.3f} (in {s['ev_in']:.3f}), "
+                    f"density {s['jacobian_density']:.3f}, edges {int(s['edges'])}")
+    ce_clean, ce = ce_losses(subject, texts, layers, pairs, cfg.max_length)
+    return {"stats": stats, "pairs": pairs, "seconds": seconds, "ce_clean": ce_clean, "ce": ce, **norms,
+            "lams": lams, "n_train": n - n_eval, "x_eval0": acts.load(f"mlp_in.{layers[0]}")[-8:].float()}
+
+
+def add_sweep(result: IdeaResult, sw: dict, layers: list[int], prefix: str) -> None:
+    base = sw["seconds"][0.0]
+    # the nuisance quantities the model and the re-initialised control differ in
+    for key in ("mlp_in_norm", "mlp_out_norm"):
+        result.add(prefix + key, sum(sw[key][L] for L in layers) / len(layers), definition(prefix + key))
+    for lam in sw["lams"]:
+        p = f"{prefix}{lam_name(lam)}."
+        st = [sw["stats"][(L, lam)] for L in layers]
+        mean = lambda key: sum(s[key] for s in st) / len(st)  # noqa: E731
+        for key in ("ev", "ev_in", "l0", "jacobian_density", "jacobian_l1"):
+            result.add(p + key, mean(key), definition(p + key))
+        result.add(p + "ce_increase", sum(sw["ce"][(L, lam)] - sw["ce_clean"] for L in layers) / len(layers),
+                   definition(p + "ce_increase"))
+        result.add(p + "edges_per_feature", sum(s["edges"] for s in st) / max(sum(s["live"] for s in st), 1),
+                   definition(p + "edges_per_feature"))
+        for L, s in zip(layers, st):  # the same statistics per layer (the means above average these)
+            q = f"{prefix}layer{L}.{lam_name(lam)}."
+            for key in ("ev", "ev_in", "l0", "jacobian_density", "jacobian_l1"):
+                result.add(q + key, s[key], definition(q + key))
+            result.add(q + "ce_increase", sw["ce"][(L, lam)] - sw["ce_clean"], definition(q + "ce_increase"))
+            result.add(q + "edges_per_feature", s["edges"] / max(s["live"], 1), definition(q + "edges_per_feature"))
+        result.add(p + "train_seconds", sw["seconds"][lam], definition(p + "train_seconds"))
+        result.add(p + "time_ratio", sw["seconds"][lam] / base if base > 0 else float("nan"),
+                   definition(p + "time_ratio"))
+
+
+def run_toy(result: IdeaResult, cfg: SparsifyModelConfig, ctx) -> dict[str, Any]:
+    """The planted sparse feature map: the edges recovered at each lambda vs the planted ones."""
+    from . import toy
+
+    gen = ctx.generator_for("toy")
+    g = toy.build(cfg.toy_features, 0.08, gen)
+    x, xe = g.sample(16384, gen), g.sample(4096, gen)
+    ye = g.mlp(xe)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    out = {}
+    for lam in sorted(set([0.0, *cfg.toy_lambdas])):
+        t0 = time.perf_counter()
+        pair = fit_pair(g.mlp, x, d_sae=cfg.toy_features + cfg.toy_features // 3, k=4, lam=lam,
+                        steps=cfg.toy_steps, batch_size=256, lr=3e-3, seed=seed)
+        secs = time.perf_counter() - t0
+        s = evaluate(pair, xe, ye, cfg)
+        found, _, m_out = toy.recovered_edges(s["edge_matrix"], pair.W_dec.detach(),
+                                              pair.sae2.W_dec.detach(), g)
+        tp = found & g.edges
+        p = f"toy.{lam_name(lam)}."
+        for key in ("ev", "ev_in", "jacobian_density"):
+            result.add(p + key, s[key], definition(p + key))
+        result.add(p + "edge_precision", len(tp) / max(s["edges"], 1), definition(p + "edge_precision"))
+        result.add(p + "edge_recall", len(tp) / len(g.edges), definition(p + "edge_recall"))
+        result.add(p + "n_edges", s["edges"], definition(p + "n_edges"))
+        result.add(p + "matched_out", m_out, definition(p + "matched_out"))
+        result.add(p + "train_seconds", secs, definition(p + "train_seconds"))
+        out[f"{lam:g}"] = {"found": sorted(found), "planted": sorted(g.edges)}
+        ctx.log(f"toy lambda {lam:g}: EV {s['ev']:.3f}, density {s['jacobian_density']:.3f}, "
+                f"{int(s['edges'])} edges, {len(tp)}/{len(g.edges)} planted found")
+    return out
+
+
+def run(ctx, cfg: SparsifyModelConfig) -> IdeaResult:
+    from mi_ideas.harvest import harvest_to_cache
+
+    subject = ctx.subject
+    layers = list(range(subject.n_layers)) if cfg.layers is None else list(cfg.layers)
+    bad = [L for L in layers if not 0 <= L < subject.n_layers]
+    if bad:
+        raise UsageError(f"layers {bad} are outside {subject.spec}'s 0..{subject.n_layers - 1}; "
+                         f"give layers within that range or null for all.")
+    sites = [s for L in layers for s in (f"mlp_in.{L}", f"mlp_out.{L}")]
+    n_ce = min(cfg.ce_texts, max(1, int(len(ctx.dataset) * cfg.eval_fraction)))
+    texts = ctx.dataset.texts[-n_ce:]
+    result = IdeaResult()
+    toy_details = run_toy(result, cfg, ctx) if cfg.toy else None
+    acts = ctx.harvest(sites, positions="all", max_length=cfg.max_length)
+    sw = sweep(subject, acts, layers, cfg, ctx, "model", texts)
+    add_sweep(result, sw, layers, "")
+    result.add("jacobian_autograd_max_abs_err", autograd_error(sw["pairs"][(layers[0], 0.0)], sw["x_eval0"]),
+               definition("jacobian_autograd_max_abs_err"))
+    result.add("n_layers", len(layers), definition("n_layers"))
+    result.add("n_train_tokens", sw["n_train"], definition("n_train_tokens"))
+    result.add("ce_clean", sw["ce_clean"], definition("ce_clean"))
+    details: dict[str, Any] = {"layers": layers, "lambdas": sw["lams"], "model": {
+        f"{L}/{lam:g}": {k: v for k, v in s.items() if k not in ("edge_matrix", "mean_abs")}
+        for (L, lam), s in sw["stats"].items()}, "toy": toy_details}
+    ctx.artifacts.save_tensors("jacobian_edges", {
+        f"layer{L}.lambda{lam:g}": s["mean_abs"] for (L, lam), s in sw["stats"].items()})
+    if cfg.reinit_control:
+        fresh = subject.reinitialized(seed=int(torch.randint(0, 2**31 - 1, (1,),
+                                                             generator=ctx.generator_for("reinit"))))
+        r_acts = harvest_to_cache(fresh, ctx.dataset, sites, positions="all", max_length=cfg.max_length)
+        rsw = sweep(fresh, r_acts, layers, cfg, ctx, "reinit", texts)
+        add_sweep(result, rsw, layers, "reinit.")
+        result.add("reinit.ce_clean", rsw["ce_clean"], definition("reinit.ce_clean"))
+        details["reinit"] = {f"{L}/{lam:g}": {k: v for k, v in s.items() if k not in ("edge_matrix", "mean_abs")}
+                             for (L, lam), s in rsw["stats"].items()}
+    result.details = details
+    from .figures import figures
+
+    for name, fig in figures(result).items():
+        ctx.artifacts.save_figure(name, fig)
+    result.artifacts.update(ctx.artifacts.saved)
+    result.figures.update(ctx.artifacts.figures)
+    return result
