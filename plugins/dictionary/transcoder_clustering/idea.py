@@ -19,8 +19,11 @@ class TranscoderClustering(Idea):
     correlation), the number of clusters by the eigengap criterion unless given.
 
     ``sources``: ``toy`` — the planted-module MLP (M modules, each with its own sparse
-    input features and R redundant ReLUs, one shared MLP); each latent's module is the
-    one its decoder writes to. ARI / AMI against it for co-activation clusters
+    input features and R redundant ReLUs, one shared MLP). By default (``toy_output``
+    ``shared``) the modules share their output space (random overlapping directions), so
+    decoders carry little module information and each latent's module is the one whose
+    features its encoder reads; with ``orthogonal`` each module writes its own subspace and
+    a latent's module is the one its decoder writes to. ARI / AMI against it for co-activation clusters
     (``coact.ari``), decoder-cosine clusters (``decoder_cos.ari``) and co-activation on
     activations shuffled independently per latent (``shuffled.ari``, the null, ~0), over
     ``n_seeds`` transcoders (stability). ``uand`` — the same on a cis-toy-model U-AND
