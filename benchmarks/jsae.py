@@ -4,7 +4,9 @@ same step with lambda = 0.
     python benchmarks/jsae.py [--quick] [--threads N]
 
 Workload: the zoo's MLP sizes (d_model 128, d_mlp 512, gelu_new), a pair of TopK SAEs with
-d_sae 256 and k 8 (sparsify-model's defaults), batches of 256 random MLP inputs.
+d_sae 256 and k 8 (sparsify-model's defaults), batches of 256 random MLP inputs
+(``--batch``: A and B below cost the same whatever the batch, so their share falls with
+larger batches such as SAELens's default 4096 tokens).
 
 - Baseline, in this same process: the lambda = 0 step (both SAEs' forward, the MLP on SAE
   1's reconstruction, both MSE losses, backward, Adam step): exactly what training a TopK
@@ -33,6 +35,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--d-sae", type=int, default=256)
     ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=256,
+                    help="tokens per step (sparsify-model's batch_size; SAELens's default "
+                         "train_batch_size_tokens is 4096)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from sae_lens.saes.sae import TrainStepInput
@@ -43,7 +48,7 @@ def main() -> None:
     d, dm = 128, 512
     mlp = MLP(torch.randn(d, dm, generator=gen) / d ** 0.5, torch.zeros(dm),
               torch.randn(dm, d, generator=gen) / dm ** 0.5, torch.zeros(d), "gelu_new")
-    x = torch.randn(256, d, generator=gen) * 3
+    x = torch.randn(args.batch, d, generator=gen) * 3
     pairs = {lam: make_pair(mlp, d_sae=args.d_sae, k=args.k, lam=lam, seed=0) for lam in (0.0, 1.0)}
     opts = {lam: torch.optim.Adam(p.parameters(), lr=1e-3) for lam, p in pairs.items()}
 

@@ -74,11 +74,13 @@ def test_resume_refuses_a_run_that_is_still_live_and_names_its_writer(toy_host, 
 
 
 def test_sigint_marks_the_run_interrupted_and_it_resumes(toy_host, tmp_path):
-    proc, run_dir = _start_child(tmp_path, n_steps=6, sleep_s=0.5)
+    # 12 steps of 0.5 s: a 6 s window for the signal after the first checkpoint, so a busy
+    # machine that is slow to notice the checkpoint still interrupts a running run.
+    proc, run_dir = _start_child(tmp_path, n_steps=12, sleep_s=0.5)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     assert load_run(run_dir).provenance.status == "interrupted"
-    assert resume(run_dir, host=toy_host, quiet=True).result.metrics["total"] == sum(range(6))
+    assert resume(run_dir, host=toy_host, quiet=True).result.metrics["total"] == sum(range(12))
 
 
 def test_a_full_disk_leaves_nothing_half_written_and_a_clear_failure(toy_host, tmp_path, monkeypatch):
