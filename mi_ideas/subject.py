@@ -89,11 +89,29 @@ class ForwardOutput:
 class StatsRequest:
     """Derived statistics to compute next to the model (server-side when remote).
 
-    Computed at ``positions`` (default the last token): ``kl`` against
-    ``kl_reference`` (log-probabilities, shape ``(batch, [n_positions,] vocab)``),
-    KL(reference ‖ run) in nats; ``topk`` ids and log-probs; ``final_norm``, the L2 norm of
-    the final residual stream (the input of the final LayerNorm); ``l2``, its L2 distance to
-    ``l2_reference`` (shape ``(batch, [n_positions,] d_model)``); ``entropy`` in nats.
+    Computed at ``positions`` (default the last token), in float64 (returned as float32),
+    with p the reference distribution ``kl_reference`` (log-probabilities, shape
+    ``(batch, [n_positions,] vocab)``) and q the run's at the same positions:
+
+    - ``kl``: KL(p ‖ q) = Σ_v p_v (log p_v − log q_v), nats (whenever ``kl_reference``);
+    - ``js=True``: Jensen–Shannon divergence ½ KL(p ‖ m) + ½ KL(q ‖ m), m = ½ (p + q), nats
+      (between 0 and ln 2); needs ``kl_reference``;
+    - ``tv=True``: total variation ½ Σ_v |p_v − q_v| (between 0 and 1); needs
+      ``kl_reference``;
+    - ``target_ids`` (one token id per selected position, shape ``(batch, [n_positions])``)
+      gives ``target_logprob``, log q of that token (minus its cross-entropy), without
+      downloading logits;
+    - ``topk`` ids and log-probs; ``final_norm``, the L2 norm of the final residual stream
+      (the input of the final LayerNorm); ``l2``, its L2 distance to ``l2_reference``
+      (shape ``(batch, [n_positions,] d_model)``); ``entropy`` in nats.
+
+    ``reference_rows`` (long, ``(batch,)``): batch row i is compared with
+    ``kl_reference[reference_rows[i]]`` and ``l2_reference[reference_rows[i]]`` (the
+    references then have one row per *distinct* reference, not per batch row), so the rows
+    of one prompt upload its vocabulary-sized reference once per request, not once each.
+
+    The same definitions (one function, :func:`mi_ideas.trace_ops.stats`) on every path: a
+    local forward, the last-position path (:func:`last_position_stats`) and a remote server.
     """
 
     positions: Positions = "last"
@@ -102,10 +120,34 @@ class StatsRequest:
     final_norm: bool = False
     entropy: bool = False
     l2_reference: "torch.Tensor | None" = None
+    js: bool = False
+    tv: bool = False
+    target_ids: "torch.Tensor | None" = None
+    reference_rows: "torch.Tensor | None" = None
+
+    def __post_init__(self) -> None:
+        if (self.js or self.tv) and self.kl_reference is None:
+            which = " and ".join(n for n, on in (("js", self.js), ("tv", self.tv)) if on)
+            raise UsageError(
+                f"StatsRequest({which}=True) compares the run's next-token distribution with "
+                f"a reference one, but no kl_reference was given: pass kl_reference (the "
+                f"reference log-probabilities, shape (batch, [n_positions,] vocab)).")
 
     def wants_anything(self) -> bool:
         return (self.kl_reference is not None or self.topk > 0 or self.final_norm
-                or self.entropy or self.l2_reference is not None)
+                or self.entropy or self.l2_reference is not None
+                or self.target_ids is not None)
+
+    def per_row(self) -> "StatsRequest":
+        """The same request with one reference row per batch row (``reference_rows``
+        applied here)."""
+        if self.reference_rows is None:
+            return self
+        rows = self.reference_rows.long()
+        return dataclasses.replace(
+            self, reference_rows=None,
+            kl_reference=None if self.kl_reference is None else self.kl_reference[rows],
+            l2_reference=None if self.l2_reference is None else self.l2_reference[rows])
 
     @property
     def needs_final_resid(self) -> bool:
@@ -114,7 +156,7 @@ class StatsRequest:
     def args(self, index: Any) -> tuple:
         """Arguments for :func:`mi_ideas.trace_ops.stats` after ``logits, final_resid``."""
         return (index, self.kl_reference, self.topk, self.entropy, self.final_norm,
-                self.l2_reference)
+                self.l2_reference, self.js, self.tv, self.target_ids, self.reference_rows)
 
 
 @dataclass(frozen=True, eq=False)
@@ -303,6 +345,15 @@ class Subject:
             if early:
                 raise UsageError(f"sites {early} come before {start.name}, where the run starts.")
             start_layer = start.layer
+        if stats is not None and stats.reference_rows is not None:
+            if int(stats.reference_rows.numel()) != len(batch):
+                raise UsageError(
+                    f"stats.reference_rows has shape {tuple(stats.reference_rows.shape)}; "
+                    f"expected ({len(batch)},), one reference row per row of the batch.")
+            if not self.remote:
+                # Local back-ends see one reference row per batch row; only a remote request
+                # keeps them shared (trace_ops.stats applies reference_rows on the server).
+                stats = stats.per_row()
         return self._forward(batch, read_sites, positions, list(interventions), logits, stats,
                              start_layer, start_resid)
 
@@ -439,6 +490,11 @@ class Subject:
                 f"residual per row)."
             )
         if stats is not None:
+            if stats.reference_rows is not None and int(stats.reference_rows.numel()) != n:
+                raise UsageError(
+                    f"stats.reference_rows has shape {tuple(stats.reference_rows.shape)}; "
+                    f"expected ({n},), one reference row per row of rows.")
+            stats = stats.per_row()  # the blocked stats slice references by row
             pos = stats.positions
             last = (isinstance(pos, str) and pos == "last") or (isinstance(pos, int) and pos == -1)
             if not last:
@@ -453,6 +509,12 @@ class Subject:
                         f"stats.{name} has shape {tuple(ref.shape)}; expected ({n}, ...), one "
                         f"row per row of rows."
                     )
+            tid = stats.target_ids
+            if tid is not None and int(tid.numel()) != n:
+                raise UsageError(
+                    f"stats.target_ids has shape {tuple(tid.shape)}; expected ({n},), one token "
+                    f"id per row of rows."
+                )
         return self._forward_last_token(cache, rows, s.layer, x, stats, logits)
 
     def _local_only(self) -> None:
@@ -556,6 +618,7 @@ def last_position_stats(logits: "torch.Tensor", final_resid: "torch.Tensor | Non
 
     from mi_ideas import trace_ops
 
+    stats = stats.per_row()
     n = int(logits.shape[0])
     step = max(1, STATS_BLOCK_ELEMENTS // max(1, int(logits.shape[-1])))
     if n <= step:
@@ -566,7 +629,8 @@ def last_position_stats(logits: "torch.Tensor", final_resid: "torch.Tensor | Non
         block = dataclasses.replace(
             stats,
             kl_reference=None if stats.kl_reference is None else stats.kl_reference[rows],
-            l2_reference=None if stats.l2_reference is None else stats.l2_reference[rows])
+            l2_reference=None if stats.l2_reference is None else stats.l2_reference[rows],
+            target_ids=None if stats.target_ids is None else stats.target_ids[rows])
         got = trace_ops.stats(logits[rows], None if final_resid is None else final_resid[rows],
                               *block.args(-1))
         for key, value in got.items():

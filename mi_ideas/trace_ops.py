@@ -44,17 +44,55 @@ def intervene(x: torch.Tensor, op: str, value, index) -> torch.Tensor:
 
 
 def stats(logits: torch.Tensor, final_resid, index, kl_reference, topk: int,
-          entropy: bool, final_norm: bool, l2_reference=None) -> dict:
-    """KL(reference ‖ run), top-k, entropy, final-residual norm and L2 distance at ``index``."""
+          entropy: bool, final_norm: bool, l2_reference=None, js: bool = False,
+          tv: bool = False, target_ids=None, reference_rows=None) -> dict:
+    """Statistics of the next-token distribution at ``index`` (and of the final residual).
+
+    With ``p`` the reference distribution (``kl_reference``, log-probabilities) and ``q``
+    the run's, at the same positions, all in float64 (returned as float32):
+
+    - ``kl``: KL(p ‖ q) = Σ_v p_v (log p_v − log q_v), nats;
+    - ``js`` (``js=True``): Jensen–Shannon divergence ½ KL(p ‖ m) + ½ KL(q ‖ m) with
+      m = ½ (p + q), nats (0 ≤ JS ≤ ln 2), clamped at 0;
+    - ``tv`` (``tv=True``): total variation ½ Σ_v |p_v − q_v| (0 ≤ TV ≤ 1);
+    - ``target_logprob`` (``target_ids``, one token id per selected position): log q_t of
+      that token (minus the cross-entropy), without downloading logits;
+    - ``topk`` ids and log-probs, ``entropy`` −Σ q log q (float32); ``final_norm`` and
+      ``l2`` (distance to ``l2_reference``) of the final residual stream.
+
+    ``reference_rows`` (a long tensor, one entry per batch row): row i is compared with
+    ``kl_reference[reference_rows[i]]`` and ``l2_reference[reference_rows[i]]``, so rows
+    that share a reference (the rows of one prompt) send it once, not once per row.
+    """
     out = {}
+    if reference_rows is not None:
+        rows = reference_rows.long()
+        if kl_reference is not None:
+            kl_reference = kl_reference[rows.to(kl_reference.device)]
+        if l2_reference is not None:
+            l2_reference = l2_reference[rows.to(l2_reference.device)]
     picked = select(logits, index)
     lp = picked.float().log_softmax(-1)
+    wants64 = kl_reference is not None or target_ids is not None
+    # In float64: near the reference the KL is ~1e-5 nats (JS ~1e-6), where float32 rounding
+    # of the log-softmax (different between the last-token and the full forward) is ~1e-7.
+    lp64 = picked.double().log_softmax(-1) if wants64 else None
     if kl_reference is not None:
-        # In float64: near the reference the KL is ~1e-5 nats, where float32 rounding of the
-        # log-softmax (different between the last-token and the full forward) is ~1e-7.
-        lp64 = picked.double().log_softmax(-1)
         ref = kl_reference.to(lp.device).double()
-        out["kl"] = (ref.exp() * (ref - lp64)).sum(-1).float()
+        p = ref.exp()
+        out["kl"] = (p * (ref - lp64)).sum(-1).float()
+        if js or tv:
+            q = lp64.exp()
+            if js:
+                mix = torch.logsumexp(torch.stack([ref, lp64]), dim=0) - 0.6931471805599453
+                kl_pm = (p * (ref - mix)).sum(-1)
+                kl_qm = (q * (lp64 - mix)).sum(-1)
+                out["js"] = (0.5 * kl_pm + 0.5 * kl_qm).clamp_min(0).float()
+            if tv:
+                out["tv"] = (0.5 * (p - q).abs().sum(-1)).float()
+    if target_ids is not None:
+        ids = target_ids.to(lp64.device).long().reshape(lp64.shape[:-1])
+        out["target_logprob"] = lp64.gather(-1, ids[..., None])[..., 0].float()
     if topk:
         vals, ids = lp.topk(topk, dim=-1)
         out["topk_ids"] = ids

@@ -165,3 +165,37 @@ def test_importing_the_plugin_is_cheap():
             "print(sorted({'torch', 'numpy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_sweeps_share_one_plan_and_never_download_distributions(tmp_path, monkeypatch):
+    """The relative (JS / TV) and absolute sweeps of every family run as one plan on the
+    last-position engine, in chunks of rows_per_forward, and no model call asks for the
+    next-token distribution (top-k over the vocabulary) or for logits of the sweep rows."""
+    import math
+
+    from mi_ideas.subject import Subject
+
+    calls = {"last_token": [], "forward_topk": [], "forward_logits_rows": []}
+    fast, full = Subject.forward_last_token, Subject.forward
+
+    def spy_fast(self, cache, rows, site, x, *, stats=None, logits=False):
+        calls["last_token"].append((len(x), bool(stats is not None and stats.js)))
+        assert not logits
+        return fast(self, cache, rows, site, x, stats=stats, logits=logits)
+
+    def spy_full(self, inputs, **kw):
+        stats = kw.get("stats")
+        if stats is not None:
+            calls["forward_topk"].append(stats.topk)
+        return full(self, inputs, **kw)
+
+    monkeypatch.setattr(Subject, "forward_last_token", spy_fast)
+    monkeypatch.setattr(Subject, "forward", spy_full)
+    R, n, m, s = 64, 6, 2, 8
+    _small(tmp_path, n_prompts=n, n_pool=40, n_steps=s, n_paths=m, rows_per_forward=R,
+           step_modes=["relative", "absolute"], families=["toward_real", "dir_isotropic"])
+    assert max(calls["forward_topk"], default=0) == 0
+    rows = n * m * s * 3  # toward_real relative + absolute, dir_isotropic absolute
+    sweep_calls = [c for c in calls["last_token"] if c[0] > 4]  # not the engine's check rows
+    assert len(sweep_calls) == math.ceil(rows / R)  # one plan: no half-empty forwards
+    assert any(js for _, js in sweep_calls)  # JS asked of the engine, not computed here

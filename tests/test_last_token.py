@@ -373,3 +373,162 @@ def test_prefix_from_a_residual_stream(models, backend, arch):
         _assert_same(got, want, ATOL)
     with pytest.raises(UsageError, match="built from resid_pre"):
         subject.forward_last_token(cache, rows, "resid_pre.0", x)
+
+
+# -- JS, TV and the target token's log-prob, next to the model ----------------------------
+
+STAT_PROMPTS = ["the cat was red", "a dog ran to the big house", "one two three", "hi"]
+
+
+def _direct(logits: torch.Tensor, ref: torch.Tensor, target: torch.Tensor) -> dict:
+    """KL, JS, TV and log q(target) from full logits, in numpy float64 with scipy's own
+    Jensen–Shannon distance (natural log; its square is the divergence)."""
+    import numpy as np
+    from scipy.spatial.distance import jensenshannon
+    from scipy.special import log_softmax, rel_entr
+
+    q = log_softmax(logits.double().numpy(), axis=-1)
+    p = ref.double().numpy()
+    flat_p, flat_q = p.reshape(-1, p.shape[-1]), q.reshape(-1, q.shape[-1])
+    js = np.array([jensenshannon(np.exp(a), np.exp(b)) ** 2 for a, b in zip(flat_p, flat_q)])
+    out = {"kl": rel_entr(np.exp(p), np.exp(q)).sum(-1),
+           "js": js.reshape(p.shape[:-1]),
+           "tv": 0.5 * np.abs(np.exp(p) - np.exp(q)).sum(-1),
+           "target_logprob": np.take_along_axis(q, target.numpy()[..., None], -1)[..., 0]}
+    return {k: torch.as_tensor(v) for k, v in out.items()}
+
+
+def _stat_case(subject: Subject, seed: int):
+    """A padded batch, replacement activations at resid_pre.1's last position, references
+    both far (another prompt's clean distribution) and near (the run's own, nudged), and
+    random target tokens."""
+    batch = subject.tokenize(STAT_PROMPTS)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(batch)
+    clean = subject.forward(batch, logits=True).logits[:, -1].double().log_softmax(-1)
+    far = clean.roll(1, 0)
+    x = 2 * torch.randn(n, subject.d_model, generator=gen)
+    run = subject.forward(batch, logits=True, interventions=[
+        Intervention("resid_pre.1", "replace", x, positions="last")]).logits[:, -1]
+    near = (run.double() + 1e-3 * torch.randn(run.shape, generator=gen,
+                                              dtype=torch.float64)).log_softmax(-1)
+    ref = torch.cat([far[:2], near[2:]]).float()
+    target = torch.randint(0, subject.d_vocab, (n,), generator=gen)
+    return batch, x, ref, target
+
+
+def _stat_request(ref, target, **kw) -> StatsRequest:
+    return StatsRequest(kl_reference=ref, js=True, tv=True, target_ids=target, **kw)
+
+
+def test_js_tv_target_logprob_are_their_definitions(local, monkeypatch):
+    """The forward's stats and the blocked last-position path's equal a direct computation
+    from the full logits (scipy), near the reference (JS ~1e-7) and far from it."""
+    import mi_ideas.subject as subject_mod
+
+    batch, x, ref, target = _stat_case(local, seed=11)
+    iv = [Intervention("resid_pre.1", "replace", x, positions="last")]
+    out = local.forward(batch, logits=True, stats=_stat_request(ref, target), interventions=iv)
+    want = _direct(out.logits[:, -1], ref, target)
+    assert float(want["js"][:2].min()) > 1e-2 and float(want["js"][2:].max()) < 1e-5
+    for key in ("kl", "js", "tv", "target_logprob"):
+        torch.testing.assert_close(out.stats[key].double(), want[key], atol=1e-7, rtol=1e-5,
+                                   msg=key)
+    # the last-position path, its stats in blocks of one row each
+    monkeypatch.setattr(subject_mod, "STATS_BLOCK_ELEMENTS", 1)
+    cache = local.prefix_cache(batch)
+    rows = torch.arange(len(batch))
+    fast = local.forward_last_token(cache, rows, "resid_pre.1", x,
+                                    stats=_stat_request(ref, target), logits=True)
+    for key in ("kl", "js", "tv", "target_logprob"):
+        torch.testing.assert_close(fast.stats[key].double(), want[key], atol=1e-6, rtol=1e-4,
+                                   msg=key)
+    # every position: a (batch, seq) target per position
+    all_ref = out.logits.double().log_softmax(-1).roll(1, 1).float()
+    all_target = torch.randint(0, local.d_vocab, batch.shape,
+                               generator=torch.Generator().manual_seed(12))
+    got = local.forward(batch, stats=_stat_request(all_ref, all_target, positions="all"),
+                        interventions=iv, logits=True)
+    want = _direct(got.logits, all_ref, all_target)
+    for key in ("kl", "js", "tv", "target_logprob"):
+        torch.testing.assert_close(got.stats[key].double(), want[key], atol=1e-6, rtol=1e-5,
+                                   msg=key)
+
+
+def test_js_tv_bounds_on_planted_distributions():
+    """Identical distributions: JS = TV = 0; disjoint supports: JS = ln 2, TV = 1; one
+    token certain: its log-prob is 0."""
+    import math
+
+    from mi_ideas import trace_ops
+
+    big = 60.0
+    logits = torch.full((3, 1, 6), -big)
+    logits[0, 0, 0] = big            # all mass on token 0
+    logits[1, 0, :3] = 0.0           # uniform on 0..2
+    logits[2, 0, :] = 0.0            # uniform on all 6
+    ref = torch.full((3, 6), -big)
+    ref[0, 3] = big                  # token 3: disjoint from row 0
+    ref[1, 3:] = 0.0                 # uniform on 3..5: disjoint from row 1
+    ref[2] = 0.0                     # the same as row 2
+    ref = ref.log_softmax(-1)
+    got = trace_ops.stats(logits, None, -1, ref, 0, False, False, None, True, True,
+                          torch.tensor([0, 1, 5]))
+    torch.testing.assert_close(got["js"].double(), torch.tensor([math.log(2)] * 2 + [0.0],
+                                                                 dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(got["tv"], torch.tensor([1.0, 1.0, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(got["target_logprob"],
+                               torch.tensor([0.0, -math.log(3), -math.log(6)]), atol=1e-6, rtol=0)
+
+
+def test_js_tv_without_a_reference_is_a_usage_error():
+    with pytest.raises(UsageError, match="kl_reference"):
+        StatsRequest(js=True)
+    with pytest.raises(UsageError, match="tv=True"):
+        StatsRequest(tv=True)
+
+
+def test_js_tv_target_logprob_remote_equal_local(local, remote, ndif_server):
+    """Through the loopback server (trace_ops shipped by value): the same numbers, and no
+    vocabulary-sized tensor comes back."""
+    batch, x, ref, target = _stat_case(local, seed=13)
+    iv = [Intervention("resid_pre.1", "replace", x, positions="last")]
+    request = _stat_request(ref, target)
+    want = local.forward(batch, stats=request, interventions=iv).stats
+    before = ndif_server.stats()["requests"]
+    got = remote.forward(batch, stats=request, interventions=iv).stats
+    assert ndif_server.stats()["requests"] == before + 1
+    assert set(got) == set(want) == {"kl", "js", "tv", "target_logprob"}
+    for key in want:
+        assert got[key].shape == (len(batch),), key
+        torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-6, msg=key)
+
+
+def test_shared_references_equal_per_row_references(local, remote, ndif_server):
+    """``reference_rows``: rows that share a reference send it once; every path (forward,
+    the last-position path, the server) gives the numbers of one reference row per row."""
+    batch, x, ref, target = _stat_case(local, seed=14)
+    final = torch.randn(len(batch), local.d_model, generator=torch.Generator().manual_seed(15))
+    rows = torch.tensor([2, 0, 2, 1])  # row 0 and row 2 share reference 2
+    compact = torch.cat([ref[1:2], ref[3:4], ref[0:1]])  # compact[rows] = ref[[0, 3, 0, 1]]
+    compact_final = torch.cat([final[1:2], final[3:4], final[0:1]])
+    per_row = StatsRequest(kl_reference=compact[rows], l2_reference=compact_final[rows],
+                           js=True, tv=True)
+    shared = StatsRequest(kl_reference=compact, l2_reference=compact_final, js=True, tv=True,
+                          reference_rows=rows)
+    iv = [Intervention("resid_pre.1", "replace", x, positions="last")]
+    want = local.forward(batch, stats=per_row, interventions=iv).stats
+    assert float(want["js"].max()) > 1e-3
+    got = {"forward": local.forward(batch, stats=shared, interventions=iv).stats,
+           "last_token": local.forward_last_token(local.prefix_cache(batch),
+                                                  torch.arange(len(batch)), "resid_pre.1", x,
+                                                  stats=shared).stats,
+           "remote": remote.forward(batch, stats=shared, interventions=iv).stats}
+    for path, stats in got.items():
+        for key in ("kl", "js", "tv", "l2"):
+            torch.testing.assert_close(stats[key], want[key], atol=1e-5, rtol=1e-5,
+                                       msg=f"{path} {key}")
+    with pytest.raises(UsageError, match="reference_rows"):
+        local.forward_last_token(local.prefix_cache(batch), torch.arange(len(batch)),
+                                 "resid_pre.1", x, stats=StatsRequest(
+                                     kl_reference=compact, reference_rows=rows[:2]))

@@ -176,12 +176,14 @@ def test_maximum_config_is_refused_instantly_with_the_estimate(idea, tmp_path, m
     from mi_ideas.errors import ConfigError, UsageError
 
     # A fixed budget, so the test does not depend on this machine's RAM; each maximum is
-    # far above it.
-    monkeypatch.setenv("MI_IDEAS_MEMORY_BUDGET", "16GB")
+    # far above it (the sweep engine holds one chunk of path points, not all of them, so
+    # the maxima are now set by rows_per_forward and the per-row read-outs).
+    monkeypatch.setenv("MI_IDEAS_MEMORY_BUDGET", "4GB")
     config = max_config(idea)
     assert {"rows_per_forward", "n_steps"} <= set(config)
-    total = _total(_estimate(idea, subject, config))  # what the host computes
-    assert total > 16e9
+    items = _estimate(idea, subject, config)  # what the host computes
+    total = _total(items)
+    assert total > 2 * 4e9
     out = tmp_path / "runs"
     with pytest.raises(UsageError):  # once untimed: the first call imports SAELens
         mi_ideas.run(idea, out=out, quiet=True, **config)
@@ -194,20 +196,24 @@ def test_maximum_config_is_refused_instantly_with_the_estimate(idea, tmp_path, m
     assert "GiB" in message and "over the memory budget" in message
     assert f"{total / GiB:.1f} GiB" in message or f"{total / 2**40:.1f} TiB" in message
     lower = message.split("Lower ")[1].split(", or raise")[0]
-    assert {"n_steps"} <= set(lower.split(", "))
+    largest = max(items, key=lambda i: i.bytes)  # the fields to lower include its own
+    assert set(largest.fields) & set(config) <= set(lower.split(", ")), (lower, largest)
+    assert {"rows_per_forward", "n_steps"} & set(lower.split(", "))
     assert not out.exists()  # nothing written
     assert elapsed < 5.0  # the model, dictionary and data are loaded first; no run starts
 
 
 def test_the_reported_activation_plateaus_config_is_refused(tmp_path, monkeypatch):
     """n_prompts, n_steps, n_pool, n_paths at their bounds used to run 50 s and then fail
-    allocating 26,214,400,000 bytes (the path points of one sweep)."""
+    allocating 26,214,400,000 bytes (the path points of one sweep). The engine now builds
+    one chunk of points at a time; what still scales with these fields (every row's
+    read-outs and their statistics) is over the budget, and is refused before work."""
     import mi_ideas
     from mi_ideas.errors import UsageError
 
     monkeypatch.setenv("MI_IDEAS_MEMORY_BUDGET", "16GB")
     t = time.perf_counter()
-    with pytest.raises(UsageError, match=r"need about 7\d\.\d GiB.*path points.*Lower "
+    with pytest.raises(UsageError, match=r"need about \d+\.\d GiB.*read-outs.*Lower "
                                          r"n_paths, n_prompts, n_steps"):
         mi_ideas.run("activation-plateaus", out=tmp_path / "runs", quiet=True,
                      n_prompts=2000, n_steps=400, n_pool=20000, n_paths=64)
@@ -221,8 +227,9 @@ def test_estimates_scale_with_their_fields(subject):
     base = _total(cls.estimate_memory(cls.Config(), subject))
     big = _total(cls.estimate_memory(cls.Config(n_prompts=400, n_paths=16, n_steps=200),
                                      subject))
-    # the sweep's path points: 400 x 16 x 200 rows of d_model floats, x3 for the slerp
-    assert big >= 400 * 16 * 200 * subject.d_model * 4 * 3 > 3 * base
+    # the read-outs (KL, L2, JS, TV) of 400 x 16 x 200 rows in each of the 17 sweeps of
+    # the default families (6 relative, 11 absolute)
+    assert big >= 400 * 16 * 200 * 17 * 4 * 4 and big > 3 * base
     cls = _cls("sensitive-directions")
     plain = _total(cls.estimate_memory(cls.Config(), subject))
     opt = _total(cls.estimate_memory(cls.Config(optimise=True, opt_restarts=64, n_prompts=512),

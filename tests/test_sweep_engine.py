@@ -150,6 +150,69 @@ def test_remote_plan_is_one_request_per_batch(subject, clean, ndif_model_dir, nd
         _close(got[name].l2, want[name].l2, ATOL)
 
 
+def _direct_js_tv(subject, clean, prompt, point):
+    """JS and TV of one row from its full logits (one forward, scipy's Jensen–Shannon)."""
+    import numpy as np
+    from scipy.spatial.distance import jensenshannon
+
+    from mi_ideas.subject import Intervention
+
+    one = Batch(clean.batch.input_ids[prompt:prompt + 1],
+                clean.batch.attention_mask[prompt:prompt + 1])
+    logits = subject.forward(one, logits=True, interventions=[
+        Intervention(SITE, "replace", point[None], positions="last")]).logits[0, -1]
+    q = logits.double().softmax(-1).numpy()
+    p = clean.logprobs[prompt].double().exp().numpy()
+    return jensenshannon(p, q) ** 2, 0.5 * np.abs(p - q).sum()
+
+
+def test_js_tv_readouts_equal_across_engines_and_their_definition(
+        subject, clean, ndif_model_dir, ndif_server, ndif_config):
+    """js / tv asked of a plan: the same on the last-position, full and remote engines (to
+    1e-6; kl / l2 to ATOL as elsewhere), equal to the direct computation from the full logits, and None where not asked;
+    kl and l2 unchanged by asking."""
+    from mi_ideas import load_subject
+    from mi_ideas_plugins.plateaus.common.sweep import path_points
+
+    ndif_config.APP.REMOTE_LOGGING = False
+    remote = load_subject(f"hf:{ndif_model_dir}", remote=ndif_server.url)
+    paths = _paths(subject, len(PROMPTS), 2, 21)
+    t_paths = _paths(subject, 2, 2, 22)
+    steps, t_steps = torch.linspace(0, 4, 5), torch.linspace(0, 1, 4)
+
+    def plan_for(s, engine="auto"):
+        plan = SweepPlan(s, clean if engine != "last_token" else _fresh(clean), SITE,
+                         rows_per_forward=16, engine=engine if engine != "last_token" else "auto")
+        plan.add("bounded", paths, steps, readouts=("kl", "l2", "js", "tv"))
+        plan.add("plain", t_paths, t_steps, kind="target", prompts=[3, 1])  # shares a chunk
+        return plan.run()
+
+    got = {"last_token": plan_for(subject, "last_token"), "full": plan_for(subject, "full"),
+           "remote": plan_for(remote)}
+    for engine, res in got.items():
+        assert res["bounded"].engine == engine
+        assert res["plain"].js is None and res["plain"].tv is None
+    want = got["full"]["bounded"]
+    assert float(want.js[..., -1].min()) > 1e-3  # the paths do move the distribution
+    assert float(want.js.max()) <= math.log(2) and float(want.tv.max()) <= 1
+    for engine in ("last_token", "remote"):
+        for key in ("js", "tv"):  # bounded: to 1e-6 absolute
+            _close(getattr(got[engine]["bounded"], key), getattr(want, key), 1e-6)
+        for key in ("kl", "l2"):  # L2 ~ 40: float32 rounding of the final residual ~4e-6
+            _close(getattr(got[engine]["bounded"], key), getattr(want, key), ATOL)
+        _close(got[engine]["plain"].kl, got["full"]["plain"].kl, ATOL)
+    alone = sweep(subject, clean, SITE, paths, steps, rows_per_forward=16, engine="full")
+    _close(alone.kl, want.kl, 1e-6)
+    assert alone.js is None
+    points = path_points(clean.x, paths, steps, "direction")
+    for i, j, k in ((0, 0, 2), (3, 1, 4), (1, 1, 1)):
+        js, tv = _direct_js_tv(subject, clean, i, points[i, j, k])
+        assert float(want.js[i, j, k]) == pytest.approx(js, rel=1e-4, abs=1e-7)
+        assert float(want.tv[i, j, k]) == pytest.approx(tv, rel=1e-4, abs=1e-7)
+    with pytest.raises(UsageError, match="readouts must be"):
+        sweep(subject, clean, SITE, paths, steps, readouts=("kl", "jsd"))
+
+
 def test_the_prefix_is_the_clean_runs_own_residual_stream(subject, clean):
     """A clean run whose residual stream at the earlier positions is not what its tokens
     produce (here: noise added): the full forward from the site uses that stream, and so

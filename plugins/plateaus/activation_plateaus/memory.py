@@ -8,12 +8,12 @@ P = n_pool, T = prompt_tokens, m = n_paths, s = n_steps, R = rows_per_forward):
   the clean run of the references (residual stream n·T·d, log-probs n·d_vocab);
 - a forward over the pool (chunks of 256 prompts) or over all n references at once
   (:func:`..common.sweep.clean_run`, :func:`..common.sweep.rebase`, the SAE splice);
-- a sweep (:func:`..common.sweep.sweep`): the path points of every (prompt, path, step)
-  row at once, n·m·s·d (twice while built; three times for the ``real_arc`` slerp), the
-  row-to-prompt index (int64), the read-outs and their statistics (~6·n·m·s), and one
-  batched forward of min(R, n·m·s) rows;
-- a relative-step sweep also holds, per batch, the whole next-token distribution of its
-  rows (for JS and TV: :mod:`.readouts`), about 8 floats per (row, vocabulary entry);
+- the main plan (:class:`..common.sweep.SweepPlan`: every family's relative and absolute
+  sweeps: one per target family and step mode, n·m·s rows each): what the engine holds
+  (:func:`..common.memory.sweep_engine`: the prefix cache of the n prompts, per chunk of R
+  rows the gathered cache, the chunk's points and its logits — never every path point; or
+  the full-forward fallback's chunk, whichever is larger), the read-outs of every row (KL,
+  L2, JS, TV: computed next to the model), every family's targets / directions and the per-path statistics;
 - the SAE families: the SAE codes of n·m real activations, twice (codes and
   swapped codes), and the pool's codes for the firing frequencies (dictionary width
   assumed 32·d_model);
@@ -27,7 +27,17 @@ from typing import Any
 from mi_ideas import MemoryItem
 
 from ..common import memory as M
-from .config import SAE_FAMILIES, PlateauConfig
+from .config import SAE_FAMILIES, TARGET_FAMILIES, PlateauConfig
+
+
+def _layer(config: PlateauConfig) -> int:
+    """The smallest block the run's sweeps perturb (the longest prefix cache)."""
+    layers = list(config.layers)
+    try:
+        layers.append(int(str(config.site).rsplit(".", 1)[1]))
+    except (IndexError, ValueError):
+        layers.append(0)
+    return max(0, min(layers))
 
 
 def estimate(config: PlateauConfig, subject: Any) -> list[MemoryItem] | None:
@@ -47,26 +57,23 @@ def estimate(config: PlateauConfig, subject: Any) -> list[MemoryItem] | None:
                  "log-probs)", n * T * d + n * vocab + n * d, ("n_prompts", "prompt_tokens")),
     ]
 
-    def sweep(kind_factor: int) -> list[MemoryItem]:
-        rows = n * m * s
+    n_target = sum(f in TARGET_FAMILIES for f in config.families)
+    # the main plan: a relative sweep per target family, an absolute one per family
+    n_parts = ((n_target if relative else 0)
+               + (len(config.families) if "absolute" in config.step_modes else 0))
+    layer = _layer(config)
+
+    def sweep(n_parts: int) -> list[MemoryItem]:
+        rows = n_parts * n * m * s
         return [
-            M.tensor(f"path points of every (prompt, path, step) row, x{kind_factor} while "
-                     f"built", rows * d * kind_factor, ("n_prompts", "n_paths", "n_steps")),
-            M.tensor("row-to-prompt index (int64)", rows, ("n_prompts", "n_paths", "n_steps"),
-                     M.I64),
-            M.tensor("KL and L2 read-outs and their statistics", 6 * rows,
-                     ("n_prompts", "n_paths", "n_steps")),
-            M.tensor("targets / directions", 3 * n * m * d, ("n_prompts", "n_paths")),
-            M.forward(f"one batched forward of {min(R, rows)} rows", subject, min(R, rows), T,
-                      ("rows_per_forward", "prompt_tokens")),
-            M.tensor("the bounded read-outs of one batch: the whole next-token distribution "
-                     "(log-probs, int64 ids, the scattered copy, the reference and the JS "
-                     "mixture)", min(R, rows) * vocab * 8, ("rows_per_forward",)),
-            M.tensor("residual stream of one batch", min(R, rows) * T * d,
-                     ("rows_per_forward", "prompt_tokens")),
+            *M.sweep_engine(subject, n_prompts=n, seq=T, layer=layer, rows=rows, R=R,
+                            n_readouts=4, fields=("rows_per_forward",)),
+            M.tensor("per-path statistics of the read-outs (onsets, fits, crossings)",
+                     6 * rows, ("n_prompts", "n_paths", "n_steps")),
+            M.tensor(f"targets / directions of {n_parts} sweeps", 3 * n_parts * n * m * d,
+                     ("n_prompts", "n_paths", "families")),
         ]
 
-    arc = relative and "toward_real_arc" in config.families
     phases: dict[str, list[MemoryItem]] = {
         "pool forward": [
             M.forward("forward of 256 pool prompts", subject, min(P, 256), T, ("prompt_tokens",)),
@@ -81,7 +88,7 @@ def estimate(config: PlateauConfig, subject: Any) -> list[MemoryItem] | None:
             M.forward(f"one forward of the {n} references", subject, n, T,
                       ("n_prompts", "prompt_tokens")),
         ],
-        "sweep": sweep(3 if arc else 2),
+        "sweep": sweep(max(1, n_parts)),
     }
     if any(f in SAE_FAMILIES for f in config.families):
         phases["SAE codes"] = [
@@ -95,6 +102,6 @@ def estimate(config: PlateauConfig, subject: Any) -> list[MemoryItem] | None:
             M.model_copy("re-initialised copy of the model", subject),
             M.tensor("its pool activations and clean run", 2 * P * d + n * T * d + n * vocab,
                      ("n_pool", "n_prompts", "prompt_tokens")),
-            *sweep(2),
+            *sweep(1),
         ]
     return M.peak(persistent, phases)

@@ -15,13 +15,13 @@ from mi_ideas.errors import UsageError
 
 from ..common import directions as dirs
 from ..common.curves import FLOORS
-from ..common.sweep import clean_run, sweep
+from ..common.sweep import SweepPlan, clean_run, sweep
 from . import families as F
 from .config import SAE_FAMILIES, PlateauConfig
 from .measures import (COS_TARGET, Recorder, _bands, _normalised, _sae_at, crossing_metrics,
                        dirs_cos_words, distinct_prompts, draw, fit_pool, per_prompt,
                        pool_activations, radial, radial_words, relative_metrics)
-from .readouts import bounded_sweep
+from .readouts import BOUNDED
 from .subquestions import _bases, _e2e, _grokking, _layer, _reconstruction, _steering
 
 
@@ -77,6 +77,11 @@ def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
     if len(pooled_cos):
         ctx.artifacts.save_tensors("radial_target_cos", {"cos_x": pooled_cos})
     curves, per_prompt_cross, per_prompt_onset = {}, {}, {}
+    # Every family's relative and absolute sweeps share the prompts and the site: one plan,
+    # its rows cut into rows_per_forward chunks together (the results are those of separate
+    # sweeps, to float rounding).
+    plan = SweepPlan(subject, clean, site, rows_per_forward=config.rows_per_forward)
+    todo = []
     for fam in families:
         words = f"family {fam}: " + F.definition(fam)
         if fam in targets:
@@ -85,32 +90,37 @@ def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
             rec.add(f"{fam}.target_norm_median", t.norm(dim=-1).median(),
                     "median L2 norm of the family's targets t (read against pool.norm_median)")
             if relative_on:
-                res = bounded_sweep(subject, clean, site, t, rel_steps,
-                                    kind="arc" if fam == "toward_real_arc" else "target",
-                                    rows_per_forward=config.rows_per_forward)
-                per_path = relative_metrics(rec, fam, res, words)
-                per_prompt_onset[fam] = per_prompt(per_path["onset50"])
-                curves[fam] = {"steps": rel_steps.tolist(),
-                               "js": _bands(_normalised(res.js, FLOORS["js"])),
-                               "kl": _bands(res.kl)}
-                ctx.artifacts.save_tensors(f"relative_{fam}", {
-                    "kl": res.kl, "l2": res.l2, "js": res.js, "tv": res.tv, "steps": rel_steps,
-                    "x": clean.x, "targets": t, **{k: v.float() for k, v in per_path.items()}})
+                todo.append(("relative", fam, words, t, plan.add(
+                    f"relative:{fam}", t, rel_steps,
+                    kind="arc" if fam == "toward_real_arc" else "target", readouts=BOUNDED)))
             if absolute_on:
                 d = F._unit(t - clean.x[:, None])
-                res = sweep(subject, clean, site, d, abs_steps, kind="direction",
-                            rows_per_forward=config.rows_per_forward)
-                per_prompt_cross[fam] = crossing_metrics(rec, fam, res.kl, config,
-                                                         words + "; direction unit(t − x)")
-                ctx.artifacts.save_tensors(f"absolute_{fam}", {"kl": res.kl, "l2": res.l2,
-                                                               "steps": abs_steps})
+                todo.append(("absolute", fam, words + "; direction unit(t − x)", None,
+                             plan.add(f"absolute:{fam}", d, abs_steps, kind="direction")))
         elif absolute_on:
             d = radial(config, raw[fam], clean.x, ctx, fam, pooled_cos)
             rec.cos(fam, F.cos_with_x(d, clean.x), dirs_cos_words(config))
-            res = sweep(subject, clean, site, d, abs_steps, kind="direction",
-                        rows_per_forward=config.rows_per_forward)
-            per_prompt_cross[fam] = crossing_metrics(rec, fam, res.kl, config,
-                                                     words + "; " + radial_words(config))
+            todo.append(("direction", fam, words + "; " + radial_words(config), d,
+                         plan.add(f"absolute:{fam}", d, abs_steps, kind="direction")))
+    plan.run(progress=ctx.progress)
+    for mode, fam, words, t, handle in todo:
+        res = handle.result
+        if mode == "relative":
+            per_path = relative_metrics(rec, fam, res, words)
+            per_prompt_onset[fam] = per_prompt(per_path["onset50"])
+            curves[fam] = {"steps": rel_steps.tolist(),
+                           "js": _bands(_normalised(res.js, FLOORS["js"])),
+                           "kl": _bands(res.kl)}
+            ctx.artifacts.save_tensors(f"relative_{fam}", {
+                "kl": res.kl, "l2": res.l2, "js": res.js, "tv": res.tv, "steps": rel_steps,
+                "x": clean.x, "targets": t, **{k: v.float() for k, v in per_path.items()}})
+        elif mode == "absolute":
+            per_prompt_cross[fam] = crossing_metrics(rec, fam, res.kl, config, words)
+            ctx.artifacts.save_tensors(f"absolute_{fam}", {"kl": res.kl, "l2": res.l2,
+                                                           "steps": abs_steps})
+        else:
+            d = t
+            per_prompt_cross[fam] = crossing_metrics(rec, fam, res.kl, config, words)
             ctx.artifacts.save_tensors(f"absolute_{fam}", {
                 "kl": res.kl, "l2": res.l2, "steps": abs_steps, "directions": d,
                 "cos_x": F.cos_with_x(d, clean.x), "raw_cos_x": F.cos_with_x(raw[fam], clean.x)})
@@ -143,8 +153,8 @@ def run(ctx: RunContext, config: PlateauConfig) -> IdeaResult:
         fresh_pool = fit_pool(pool_activations(fresh, pool_batch, [site])[site], fresh_clean.x)
         t = F.targets("toward_real", fresh_clean.x, fresh_pool, config.n_paths,
                       ctx.generator_for("reinit:family:toward_real"))
-        res = bounded_sweep(fresh, fresh_clean, site, t, rel_steps,
-                            rows_per_forward=config.rows_per_forward)
+        res = sweep(fresh, fresh_clean, site, t, rel_steps, kind="target",
+                    rows_per_forward=config.rows_per_forward, readouts=BOUNDED)
         per_path = relative_metrics(rec, "reinit.toward_real", res,
                                     "family toward_real on the same architecture re-initialised "
                                     "(control)")

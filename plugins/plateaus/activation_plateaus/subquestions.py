@@ -10,10 +10,10 @@ import torch
 
 from mi_ideas import RunContext
 
-from ..common.sweep import CleanRun, clean_run, rebase, sweep
+from ..common.sweep import CleanRun, SweepPlan, clean_run, rebase, sweep
 from . import families as F
 from .config import PlateauConfig
-from .readouts import bounded_sweep
+from .readouts import BOUNDED
 from .measures import (COS_TARGET, Recorder, crossing_metrics, dirs_cos_words, fit_pool,
                        radial, radial_words, relative_metrics)
 
@@ -40,6 +40,9 @@ def _bases(ctx: RunContext, config: PlateauConfig, rec: Recorder, subject: Any, 
                               "for latents of similar firing frequency, accumulating decode"}
     pp: dict[tuple[str, str], Any] = {}
     info = {}
+    # the bases are rebase()s of the same prompts at the same site: one plan for all
+    plan = SweepPlan(subject, clean, site, rows_per_forward=config.rows_per_forward)
+    todo = []
     for label, base in bases.items():
         rec.add(f"bases.{label}.norm_median", base.x.norm(dim=-1).median(),
                 f"median L2 norm of the {words[label]}")
@@ -51,11 +54,13 @@ def _bases(ctx: RunContext, config: PlateauConfig, rec: Recorder, subject: Any, 
                 d = F._unit(t - base.x[:, None])
                 cw = COS_TARGET
             rec.cos(f"bases.{label}.{dfam}", F.cos_with_x(d, base.x), cw + "; at the base")
-            res = sweep(subject, base, site, d, steps, kind="direction",
-                        rows_per_forward=config.rows_per_forward)
-            pp[(label, dfam)] = crossing_metrics(rec, f"bases.{label}.{dfam}", res.kl, config,
-                                                 f"{dfam} directions from {words[label]}")
+            todo.append((label, dfam, plan.add(f"{label}:{dfam}", d, steps, kind="direction",
+                                               clean=base)))
         info[label] = words[label]
+    plan.run(progress=ctx.progress)
+    for label, dfam, handle in todo:
+        pp[(label, dfam)] = crossing_metrics(rec, f"bases.{label}.{dfam}", handle.result.kl,
+                                             config, f"{dfam} directions from {words[label]}")
     for dfam in ("dir_isotropic", "toward_iso_sample"):
         for label in bases:
             if label != "real":
@@ -76,13 +81,13 @@ def _layer(ctx: RunContext, config: PlateauConfig, rec: Recorder, subject: Any, 
     t = F.targets("toward_real", c_l.x, p_l, config.n_paths,
                   ctx.generator_for(gen + "family:toward_real"))
     prefix = f"layer{layer}"
+    # the relative and the absolute sweeps share the prompts and the site: one plan
+    plan = SweepPlan(subject, c_l, s_l, rows_per_forward=config.rows_per_forward)
+    relative = None
     if "relative" in config.step_modes:
-        res = bounded_sweep(subject, c_l, s_l, t, torch.linspace(0, 1, config.n_steps),
-                            rows_per_forward=config.rows_per_forward)
-        relative_metrics(rec, f"{prefix}.toward_real", res, f"family toward_real at resid_pre.{layer}")
-        for k in ("onset10_js_median", "onset50_js_median", "sharpness_median",
-                  "step_like_fraction"):
-            row[k] = rec.result.metrics[f"{prefix}.toward_real.{k}"]
+        relative = plan.add("relative", t, torch.linspace(0, 1, config.n_steps), kind="target",
+                            readouts=BOUNDED)
+    absolute = {}
     if "absolute" in config.step_modes:
         unit = p_l.median_pair_distance(ctx.generator_for(gen + "median-pair-distance"))
         steps = torch.linspace(0, config.abs_max_distance * unit, config.n_steps)
@@ -90,11 +95,19 @@ def _layer(ctx: RunContext, config: PlateauConfig, rec: Recorder, subject: Any, 
                              ctx.generator_for(gen + "family:dir_isotropic"))
         d_iso = radial(config, z, c_l.x, ctx, gen + "dir_isotropic", pooled_cos)
         d_real = F._unit(t - c_l.x[:, None])
-        pp = {}
         for fam, d in (("toward_real", d_real), ("dir_isotropic", d_iso)):
-            r = sweep(subject, c_l, s_l, d, steps, kind="direction",
-                      rows_per_forward=config.rows_per_forward)
-            pp[fam] = crossing_metrics(rec, f"{prefix}.{fam}", r.kl, config,
+            absolute[fam] = plan.add(fam, d, steps, kind="direction")
+    plan.run(progress=ctx.progress)
+    if relative is not None:
+        relative_metrics(rec, f"{prefix}.toward_real", relative.result,
+                         f"family toward_real at resid_pre.{layer}")
+        for k in ("onset10_js_median", "onset50_js_median", "sharpness_median",
+                  "step_like_fraction"):
+            row[k] = rec.result.metrics[f"{prefix}.toward_real.{k}"]
+    if absolute:
+        pp = {}
+        for fam, handle in absolute.items():
+            pp[fam] = crossing_metrics(rec, f"{prefix}.{fam}", handle.result.kl, config,
                                        f"family {fam} at resid_pre.{layer}")
             row[f"{fam}_crossing"] = float(pp[fam].median())
         rec.compare(f"cmp.{prefix}.crossing.toward_real.vs.dir_isotropic", pp["dir_isotropic"],
@@ -122,20 +135,23 @@ def _steering(ctx: RunContext, config: PlateauConfig, rec: Recorder, subject: An
     rec.cos("steering", F.cos_with_x(along, clean.x), dirs_cos_words(config)
             + "; the steering vector")
     pp = {}
-    res = sweep(subject, clean, site, along, steps, kind="direction",
-                rows_per_forward=config.rows_per_forward)
-    pp["steering"] = crossing_metrics(rec, "steering", res.kl, config,
-                                      "along the unit happy − sad difference-of-means steering "
-                                      "vector (template:intensity_ladder, last position), "
-                                      + radial_words(config))
+    # the steering vector and its two controls share the prompts and the site: one plan
+    plan = SweepPlan(subject, clean, site, rows_per_forward=config.rows_per_forward)
+    main = plan.add("steering", along, steps, kind="direction")
+    controls = {}
     for fam in ("dir_isotropic", "dir_real_diff"):
         z = F.raw_directions(fam, clean.x, pool, config.n_paths,
                              ctx.generator_for(f"steering:family:{fam}"))
         d = radial(config, z, clean.x, ctx, f"steering:{fam}", pooled_cos)
         rec.cos(f"steering.{fam}", F.cos_with_x(d, clean.x), dirs_cos_words(config))
-        r = sweep(subject, clean, site, d, steps, kind="direction",
-                  rows_per_forward=config.rows_per_forward)
-        pp[fam] = crossing_metrics(rec, f"steering.{fam}", r.kl, config,
+        controls[fam] = plan.add(fam, d, steps, kind="direction")
+    plan.run(progress=ctx.progress)
+    pp["steering"] = crossing_metrics(rec, "steering", main.result.kl, config,
+                                      "along the unit happy − sad difference-of-means steering "
+                                      "vector (template:intensity_ladder, last position), "
+                                      + radial_words(config))
+    for fam, handle in controls.items():
+        pp[fam] = crossing_metrics(rec, f"steering.{fam}", handle.result.kl, config,
                                    f"family {fam}, same step lengths, " + radial_words(config))
         rec.compare(f"cmp.steering.vs.{fam}", pp[fam], pp["steering"], fam,
                     "the steering vector", "median crossing step over the prompt's paths")

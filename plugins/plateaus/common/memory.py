@@ -78,3 +78,55 @@ def peak(persistent: list[MemoryItem], phases: dict[str, list[MemoryItem]]) -> l
         return list(persistent)
     name, items = max(phases.items(), key=lambda kv: total(kv[1]))
     return [*persistent, *(MemoryItem(f"{name}: {i.what}", i.bytes, i.fields) for i in items)]
+
+
+def sweep_engine(subject: Any, *, n_prompts: int, seq: int, layer: int, rows: int, R: int,
+                 n_readouts: int = 2, fields: Iterable[str] = ("rows_per_forward",),
+                 full_only: bool = False,
+                 row_fields: Iterable[str] = ("n_prompts", "n_paths", "n_steps"),
+                 ) -> list[MemoryItem]:
+    """What the sweep engine (``common/sweep.py``) holds while a plan of ``rows`` rows runs on
+    ``n_prompts`` prompts of ``seq`` tokens at ``resid_pre.layer``, ``R`` rows per chunk.
+
+    Never every path point: the points of one chunk at a time. The last-position engine
+    (local) holds the prompts' prefix cache, n_prompts × (n_layers − L) × 2 × T × d floats
+    (keys and values of every later block), and per chunk the gathered cache (R × (n_layers
+    − L) × 2 × T × d), the chunk's points (R × d × 3 while built), its last-position forward,
+    and the logits and the reference of its rows (about 2R × d_vocab; the read-outs are
+    computed in float64 a block of rows at a time). The full-forward engine (the fallback
+    where the fast path's check fails, and ``engine="full"``) holds per chunk the residual
+    stream of its rows and one forward of R × T tokens; the larger of the two is counted.
+    Both keep the read-outs of every row (``n_readouts`` floats each). Remote: the request.
+    """
+    d, n_layers, vocab = dims(subject)
+    chunk = max(1, min(int(R), int(rows)))
+    later = max(1, n_layers - int(layer))
+    kept = tensor(f"the sweep's read-outs ({n_readouts} per row) of all {rows} rows",
+                  n_readouts * rows, tuple(row_fields))
+    points = tensor(f"the path points of one chunk of {chunk} rows (x3 while built)",
+                    3 * chunk * d, tuple(fields))
+    if not runs_here(subject):
+        return [kept, points, forward(f"one request of {chunk} rows", subject, chunk, seq,
+                                      tuple(fields))]
+    last = [
+        tensor(f"prefix cache of the {n_prompts} prompts (keys and values of blocks "
+               f"{layer}-{n_layers - 1})", n_prompts * later * 2 * seq * d, ("prompt_tokens",)),
+        tensor(f"the cache gathered for one chunk of {chunk} rows", chunk * later * 2 * seq * d,
+               (*fields, "prompt_tokens")),
+        forward(f"the last-position forward of {chunk} rows", subject, chunk, 1, tuple(fields)),
+        tensor("its logits and reference log-probs, and the float64 read-out blocks",
+               2 * chunk * vocab + 2 * (1 << 20), tuple(fields)),
+    ]
+    full = [
+        tensor(f"the residual stream of one chunk of {chunk} rows", 2 * chunk * seq * d,
+               (*fields, "prompt_tokens")),
+        forward(f"one full forward of {chunk} rows", subject, chunk, seq,
+                (*fields, "prompt_tokens")),
+    ]
+    if full_only:
+        return [kept, points, *full]
+    engine = max((last, full), key=total)
+    which = ("the last-position engine" if engine is last
+             else "the full-forward fallback (larger than the last-position engine here)")
+    return [kept, points, *(MemoryItem(f"{which}: {i.what}", i.bytes, i.fields)
+                            for i in engine)]

@@ -7,9 +7,13 @@ paths, at many step sizes, and measures how the output moves:
     x(α) = x + α · (t − x)    ("target" paths: interpolate towards t, α in [0, 1])
     x(α) = |x| · slerp(x̂, t̂, α)  ("arc" paths: norm-preserving interpolation)
 
-Read-outs per row: KL(clean ‖ perturbed) of the next-token distribution at the last
-position, and the L2 distance of the final residual stream (last position) from the clean
-run — both computed next to the model, so a remote run downloads two numbers per row.
+Read-outs per row (``readouts``), all computed next to the model (``StatsRequest``, one
+function for every engine, float64), so a remote run downloads a few numbers per row, never
+a distribution: ``"kl"``, KL(clean ‖ perturbed) of the next-token distribution at the last
+position, nats; ``"l2"``, the L2 distance of the final residual stream (last position) from
+the clean run's; and, when asked, the bounded ``"js"`` (Jensen–Shannon divergence between
+the clean and perturbed next-token distributions, nats, ≤ ln 2) and ``"tv"`` (their total
+variation distance, ≤ 1). Default ``("kl", "l2")``.
 
 Every (prompt, path, step) row is batched into few forwards of ``rows_per_forward`` rows,
 and the perturbed points are built chunk by chunk inside the loop (never every point at
@@ -58,6 +62,9 @@ from mi_ideas.errors import UsageError
 PathKind = Literal["direction", "target", "arc"]
 Engine = Literal["auto", "last_token", "full"]
 KINDS = ("direction", "target", "arc")
+#: every read-out a sweep can return; each a (n_prompts, n_paths, n_steps) tensor
+READOUTS = ("kl", "l2", "js", "tv")
+DEFAULT_READOUTS = ("kl", "l2")
 ENGINES = ("auto", "last_token", "full")
 #: the fast path must agree with the full forward to this (relative to 1 + the read-out's
 #: scale) on the check rows; a real mismatch (a model that is not causal) is O(1)
@@ -80,7 +87,9 @@ class CleanRun:
 
 @dataclass
 class SweepResult:
-    """Read-outs of a sweep: ``kl`` and ``l2`` have shape ``(n_prompts, n_paths, n_steps)``."""
+    """Read-outs of a sweep, each ``(n_prompts, n_paths, n_steps)`` float32: ``kl`` and
+    ``l2`` always; ``js`` and ``tv`` when asked (``readouts``), else None (module docstring
+    for their definitions)."""
 
     steps: Any
     kl: Any
@@ -88,6 +97,8 @@ class SweepResult:
     n_forwards: int
     #: which engine ran the rows: "last_token", "full" or "remote" (module docstring)
     engine: str = "full"
+    js: Any = None
+    tv: Any = None
 
 
 @dataclass
@@ -156,6 +167,18 @@ def _check_kind(kind: str) -> None:
         raise UsageError(f"path kind must be direction, target or arc, not {kind!r}.")
 
 
+def _check_readouts(readouts: Any) -> tuple:
+    if isinstance(readouts, str):
+        readouts = (readouts,)
+    got = tuple(dict.fromkeys(readouts))
+    bad = [r for r in got if r not in READOUTS]
+    if bad or not got:
+        raise UsageError(
+            f"readouts must be a non-empty list of {', '.join(READOUTS)}, not {readouts!r} "
+            f"(kl and l2 are always computed; add js and/or tv for the bounded read-outs).")
+    return got
+
+
 def path_points(x: Any, paths: Any, steps: Any, kind: PathKind) -> Any:
     """Perturbed activations ``(n_prompts, n_paths, n_steps, d)`` for each path and step.
 
@@ -177,6 +200,7 @@ class SweepHandle:
     steps: Any            # (n_steps,) float32
     kind: str
     result: SweepResult | None = None
+    readouts: tuple = DEFAULT_READOUTS
 
     @property
     def n_rows(self) -> int:
@@ -206,16 +230,20 @@ class SweepPlan:
         self.n_forwards = 0
 
     def add(self, name: str, paths: Any, steps: Any, *, kind: PathKind = "direction",
-            clean: CleanRun | None = None, prompts: Any = None) -> SweepHandle:
+            clean: CleanRun | None = None, prompts: Any = None,
+            readouts: Any = DEFAULT_READOUTS) -> SweepHandle:
         """Add the sweep of ``paths`` ``(n, n_paths, d)`` at ``steps``; returns its handle.
 
         ``prompts``: indices (repeats allowed) of the plan's prompts the ``n`` rows of
         ``paths`` belong to (default: all of them, in order). ``clean``: a run on the same
         prompts with other reference activations (:func:`rebase`); default the plan's.
+        ``readouts``: any of ``"kl", "l2", "js", "tv"`` (module docstring); ``kl`` and ``l2``
+        are always returned, ``js`` / ``tv`` only when listed.
         """
         import torch
 
         _check_kind(kind)
+        readouts = _check_readouts(readouts)
         if any(p.name == name for p in self.parts):
             raise UsageError(f"the plan already has a sub-experiment named {name!r}.")
         base = self.clean if clean is None else clean
@@ -240,7 +268,7 @@ class SweepPlan:
                 f"for these prompts."
             )
         steps = torch.as_tensor(steps, dtype=torch.float32).reshape(-1)
-        part = SweepHandle(name, base, idx, paths, steps, kind)
+        part = SweepHandle(name, base, idx, paths, steps, kind, readouts=readouts)
         self.parts.append(part)
         return part
 
@@ -255,8 +283,8 @@ class SweepPlan:
         for size in sizes:
             offsets.append(offsets[-1] + size)
         total = offsets[-1]
-        kl = [torch.empty(size) for size in sizes]
-        l2 = [torch.empty(size) for size in sizes]
+        got_all = {key: [torch.empty(size) if key in DEFAULT_READOUTS or key in p.readouts
+                         else None for p, size in zip(self.parts, sizes)] for key in READOUTS}
         forwards = [0] * len(self.parts)
         chunks = range(0, total, R)
         self.n_forwards = 0
@@ -268,20 +296,24 @@ class SweepPlan:
                 if lo < hi:
                     pieces.append((i, lo - offsets[i], hi - offsets[i]))
                     forwards[i] += 1
-            got_kl, got_l2 = self._forward(engine, [self._rows(self.parts[i], lo, hi)
-                                                    for i, lo, hi in pieces])
+            wanted = {r for i, _, _ in pieces for r in self.parts[i].readouts}
+            got = self._forward(engine, [self._rows(self.parts[i], lo, hi)
+                                         for i, lo, hi in pieces],
+                                js="js" in wanted, tv="tv" in wanted)
             self.n_forwards += 1
             at = 0
             for i, lo, hi in pieces:
-                kl[i][lo:hi] = got_kl[at:at + hi - lo]
-                l2[i][lo:hi] = got_l2[at:at + hi - lo]
+                for key, value in got.items():
+                    if got_all[key][i] is not None:
+                        got_all[key][i][lo:hi] = value[at:at + hi - lo]
                 at += hi - lo
         out = {}
         for i, part in enumerate(self.parts):
             shape = (part.paths.shape[0], part.paths.shape[1], len(part.steps))
-            part.result = SweepResult(steps=part.steps, kl=kl[i].reshape(shape),
-                                      l2=l2[i].reshape(shape), n_forwards=forwards[i],
-                                      engine=engine)
+            arrays = {key: None if got_all[key][i] is None else got_all[key][i].reshape(shape)
+                      for key in READOUTS}
+            part.result = SweepResult(steps=part.steps, n_forwards=forwards[i], engine=engine,
+                                      **arrays)
             out[part.name] = part.result
         return out
 
@@ -300,17 +332,28 @@ class SweepPlan:
         a = part.steps.to(x.dtype)[k][:, None]
         return prompt, part.clean, _points(x, part.paths[i, j], a, part.kind)
 
-    def _forward(self, engine: str, rows: list) -> tuple[Any, Any]:
-        """One forward of the concatenated rows; their (kl, l2) as float tensors."""
+    def _forward(self, engine: str, rows: list, js: bool = False, tv: bool = False
+                 ) -> dict[str, Any]:
+        """One forward of the concatenated rows; ``{"kl", "l2"[, "js"][, "tv"]}`` as float
+        tensors."""
         import torch
 
         from mi_ideas.subject import StatsRequest
 
         prompt = torch.cat([p for p, _, _ in rows])
         points = torch.cat([pts for _, _, pts in rows])
-        request = StatsRequest(
-            kl_reference=torch.cat([c.logprobs[p] for p, c, _ in rows]),
-            l2_reference=torch.cat([c.final[p] for p, c, _ in rows]))
+        # Each distinct (clean run, prompt) of the chunk sends its reference once
+        # (reference_rows maps rows to them): a remote request uploads a few
+        # vocabulary-sized rows, not one per row.
+        refs_lp, refs_final, index, seen = [], [], [], 0
+        for p, c, _ in rows:
+            uniq, inverse = torch.unique(p, return_inverse=True)
+            refs_lp.append(c.logprobs[uniq])
+            refs_final.append(c.final[uniq])
+            index.append(inverse + seen)
+            seen += len(uniq)
+        request = StatsRequest(kl_reference=torch.cat(refs_lp), l2_reference=torch.cat(refs_final),
+                               reference_rows=torch.cat(index), js=js, tv=tv)
         if engine == "last_token":
             out = self.subject.forward_last_token(self.clean.last_token.cache, prompt,
                                                   self.site, points, stats=request)
@@ -318,7 +361,8 @@ class SweepPlan:
             resid = torch.cat([c.resid[p] for p, c, _ in rows]) if engine == "full" else None
             out = _full_forward(self.subject, self.clean.batch, self.site, prompt, points,
                                 request, resid)
-        return out.stats["kl"].float(), out.stats["l2"].float()
+        keys = ("kl", "l2") + (("js",) if js else ()) + (("tv",) if tv else ())
+        return {key: out.stats[key].float() for key in keys}
 
     def _local_engine(self) -> str:
         """"last_token" where it is valid (and checked) for this clean run, else "full"."""
@@ -419,12 +463,14 @@ def _last_token_state(subject: Any, clean: CleanRun, site: str,
 
 def sweep(subject: Any, clean: CleanRun, site: str, paths: Any, steps: Any, *,
           kind: PathKind = "direction", rows_per_forward: int = 512,
-          progress: Any = None, engine: Engine = "auto") -> SweepResult:
+          progress: Any = None, engine: Engine = "auto",
+          readouts: Any = DEFAULT_READOUTS) -> SweepResult:
     """Run every (prompt, path, step) row in batches; see the module docstring.
 
     ``paths``: ``(n_prompts, n_paths, d)`` directions or targets, one set per prompt.
     ``engine``: "auto" (the last-position path locally where valid, else the full forward),
-    "last_token" (require it), "full" (the full forward from the site).
+    "last_token" (require it), "full" (the full forward from the site). ``readouts``: as
+    :meth:`SweepPlan.add` (``("kl", "l2", "js", "tv")`` for the bounded ones too).
     """
     n, d = clean.x.shape
     if paths.ndim != 3 or paths.shape[0] != n or paths.shape[2] != d:
@@ -433,7 +479,7 @@ def sweep(subject: Any, clean: CleanRun, site: str, paths: Any, steps: Any, *,
             f"prompts."
         )
     plan = SweepPlan(subject, clean, site, rows_per_forward=rows_per_forward, engine=engine)
-    plan.add("sweep", paths, steps, kind=kind)
+    plan.add("sweep", paths, steps, kind=kind, readouts=readouts)
     return plan.run(progress=progress)["sweep"]
 
 

@@ -15,12 +15,11 @@ first :data:`SAMPLE` texts are tokenized); without a dataset, n = max_prompts an
   computed 64 rows at a time over n × d_vocab (about 4 float64 temporaries of
   64 · n · d_vocab); the Hellinger distances between centres (k_max² · d_vocab, twice);
 - probes: float64 copies of one site's activations;
-- the pair sweep (:func:`..common.sweep.sweep`, then the JS / TV read-outs of
-  :mod:`.readouts`, one batch of rows_per_forward whole distributions at a time): path
-  points of every (pair, path, step)
-  row at once (n_pairs · 5 · n_steps · d, twice while built), the int64 row index, the
-  read-outs and their statistics (~6 per row), and one batched forward of
-  min(rows_per_forward, rows) rows.
+- the pair sweep (:func:`..common.sweep.sweep` on the full-forward engine, KL, L2, JS and
+  TV computed next to the model): what the engine holds per chunk
+  (:func:`..common.memory.sweep_engine`: the points of one chunk, never of every row; the
+  residual stream and one forward of min(rows_per_forward, rows) rows), the four read-outs
+  of every row, the pairs' paths (n_pairs · 5 · d) and the per-path onset statistics.
 """
 
 from __future__ import annotations
@@ -38,6 +37,14 @@ PROMPT_TOKENS = 32
 N_PATHS = 5  # run.PATHS: within, across, within_far, null_within, null_across
 #: texts tokenized to find the longest prompt
 SAMPLE = 8192
+
+
+def _layer(config: DiscreteOutputStatesConfig, n_layers: int) -> int:
+    """The block the pair paths perturb (resid_pre.L), 0 where it cannot be read here."""
+    try:
+        return int(str(config.site).rsplit(".", 1)[1]) % max(1, n_layers)
+    except (IndexError, ValueError):
+        return 0
 
 
 def prompt_sizes(config: DiscreteOutputStatesConfig, subject: Any, dataset: Any
@@ -90,18 +97,13 @@ def estimate(config: DiscreteOutputStatesConfig, subject: Any, dataset: Any = No
                      M.F64),
         ],
         "pair sweep": [
-            M.tensor("path points of every (pair, path, step) row, x2 while built",
-                     2 * rows * d, sweep_fields),
-            M.tensor("row-to-prompt index (int64)", rows, sweep_fields, M.I64),
-            M.tensor("KL and L2 read-outs and their statistics", 6 * rows, sweep_fields),
-            M.forward(f"one batched forward of {min(R, rows)} rows", subject, min(R, rows), T,
-                      ("rows_per_forward",)),
-            M.tensor("residual stream of the pairs and of one batch",
-                     (config.n_pairs + min(R, rows)) * T * d, ("n_pairs", "rows_per_forward")),
-            M.tensor("JS / TV read-outs: the whole next-token distribution of one batch (top-k "
-                     "ids and log-probs, the scattered log-probs, JS temporaries)",
-                     6 * min(R, rows) * vocab, ("rows_per_forward",)),
-            M.tensor("JS, TV, KL curves and the per-path onset metrics", 12 * rows,
+            M.tensor("the pairs' paths (targets) and their clean run's residual stream",
+                     config.n_pairs * N_PATHS * d + config.n_pairs * T * d, ("n_pairs",)),
+            *M.sweep_engine(subject, n_prompts=config.n_pairs, seq=T,
+                            layer=_layer(config, n_layers), rows=rows, R=R, n_readouts=4,
+                            fields=("rows_per_forward",), full_only=True,
+                            row_fields=sweep_fields),
+            M.tensor("the per-path onset statistics and normalised curves", 8 * rows,
                      sweep_fields),
         ],
     }

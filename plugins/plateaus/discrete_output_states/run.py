@@ -292,7 +292,7 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
     from ..common.stats import paired_comparison, per_unit
     from .onsets import (EXPONENT_DEFINITION, JUMP_DEFINITION, JUMP_MAX, VERDICT_DEFINITION,
                          path_metrics, verdict)
-    from .readouts import bounded_readouts
+    from .readouts import BOUNDED
 
     null_labels = ctx.rng_for("null-partition").permutation(labels)
     x = clean.x.float()
@@ -308,15 +308,15 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
     paths = torch.stack([t[name] for name in PATHS], dim=1)
     steps = torch.linspace(0, 1, cfg.n_steps)
     sub = _subset(clean, ref)
-    # The full-forward engine: the pair paths are few (n_pairs x 5 x n_steps rows) and the
-    # JS / TV read-outs run the full forward anyway; it keeps a local run's numbers the same
-    # as a remote run's (the last-token engine's float32 rounding differs by ~1e-7 nats, which
-    # curves normalised by small endpoints turn into ~3e-5 in paired sharpness differences).
+    # The full-forward engine: the pair paths are few (n_pairs x 5 x n_steps rows); it keeps
+    # a local run's numbers the same as a remote run's (the last-token engine's float32
+    # rounding differs by ~1e-7 nats, which curves normalised by small endpoints turn into
+    # ~3e-5 in paired sharpness differences). KL, L2, JS and TV come from one sweep, computed
+    # next to the model (a remote run downloads four numbers per row, not a distribution).
     res = sweep(subject, sub, site, paths, steps, kind="target",
-                rows_per_forward=cfg.rows_per_forward, progress=ctx.progress, engine="full")
-    bounded = bounded_readouts(subject, sub, site, paths, steps, kind="target",
-                               rows_per_forward=cfg.rows_per_forward)
-    per = path_metrics(res.kl, res.l2, bounded["js"], bounded["tv"], steps)
+                rows_per_forward=cfg.rows_per_forward, progress=ctx.progress, engine="full",
+                readouts=BOUNDED)
+    per = path_metrics(res.kl, res.l2, res.js, res.tv, steps)
     cross = first_crossing(res.kl, cfg.kl_threshold)  # (n_pairs, n_paths), n_steps = never
     p = {name: i for i, name in enumerate(PATHS)}
     n_units = len(np.unique(ref))
@@ -410,7 +410,7 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
                f"median KL(clean || alpha = 1) in nats of other-cluster paths: the reference "
                f"prompt with the partner's {site} activation at the last position (earlier "
                f"positions unchanged)")
-    result.add("endpoint_js_across", _median(bounded["js"][:, p["across"], -1]),
+    result.add("endpoint_js_across", _median(res.js[:, p["across"], -1]),
                "median JS(clean || alpha = 1) in nats (at most ln 2 = 0.693) of other-cluster "
                "paths")
     result.add("endpoint_transfer_across",
@@ -430,14 +430,14 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
     def bands(curves: Any) -> dict:
         return {name: _nanmedian_curve(curves[:, p[name]]) for name in PATHS}
 
-    js_norm = torch.where(per["excluded_js"][..., None], torch.full_like(bounded["js"], math.nan),
-                          bounded["js"] / bounded["js"][..., -1:])
+    js_norm = torch.where(per["excluded_js"][..., None], torch.full_like(res.js, math.nan),
+                          res.js / res.js[..., -1:])
     details["plateaus"] = {
         "paths": list(PATHS), "path_descriptions": PATH_DESCRIPTIONS,
         "steps": steps.tolist(), "jump_max": JUMP_MAX,
         "per_path": {m: {name: per[m][:, p[name]].tolist() for name in PATHS}
                      for m in ("sharpness_kl", "jump_js", "onset10_js", "onset50_js")},
-        "median_curve": {"kl": bands(res.kl), "js": bands(bounded["js"])},
+        "median_curve": {"kl": bands(res.kl), "js": bands(res.js)},
         "median_normalised_curve": {"js": bands(js_norm)},
         "comparisons": comparisons,
         "n_forwards": res.n_forwards, "kl_threshold": cfg.kl_threshold,
@@ -447,8 +447,8 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
         **{f"pairs_{name}": torch.as_tensor(pairs[name]) for name in
            ("within", "across", "null_within", "null_across")},
         "null_labels": torch.as_tensor(null_labels),
-        "sweep_kl": res.kl, "sweep_l2": res.l2, "sweep_js": bounded["js"],
-        "sweep_tv": bounded["tv"], "sweep_steps": steps,
+        "sweep_kl": res.kl, "sweep_l2": res.l2, "sweep_js": res.js,
+        "sweep_tv": res.tv, "sweep_steps": steps,
         **{f"path_{m}": per[m].float() for m in ("sharpness_kl", "sharpness_l2", "onset10_js",
                                                  "onset50_js", "jump_js", "loglog_slope_js")},
     })

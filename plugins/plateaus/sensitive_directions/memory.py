@@ -13,10 +13,12 @@ optimised), S = n_steps + 2 lengths, R = rows_per_forward, N = the pool's tokens
   (two float64 copies, 2·N·d) and the latent frequencies (chunks of 4096 rows of SAE
   codes; dictionary width assumed 32·d_model);
 - one forward of all n references;
-- the sweep (:func:`..common.sweep.sweep`): path points of every (prompt, path, length)
-  row at once (n·M·S·d, twice while built), the int64 row index, the read-outs with
-  their statistics and artifacts (~6·n·M·S), the concatenated and the length-matched
-  directions (2·n·M·d), and one batched forward of min(R, n·M·S) rows;
+- the sweep (:func:`..common.sweep.sweep`): what the engine holds
+  (:func:`..common.memory.sweep_engine`: the prefix cache of the n prompts and, per chunk
+  of R rows, the gathered cache, the chunk's points and logits — never every path point;
+  or the full-forward fallback's chunk, whichever is larger), the read-outs with their
+  statistics and artifacts (~6·n·M·S), the concatenated and the length-matched
+  directions (2·n·M·d);
 - ``optimise``: a forward with autograd of n·opt_restarts rows (local models only).
 """
 
@@ -33,6 +35,14 @@ from .config import SensitiveDirectionsConfig
 HARVEST_TOKENS = 128
 HARVEST_BATCH = 32
 HARVEST_BUFFER = 256 * 2**20
+
+
+def _layer(config: SensitiveDirectionsConfig) -> int:
+    """The block the sweep perturbs (resid_pre.L; 0 where the site does not say)."""
+    try:
+        return max(0, int(str(getattr(config, "site", "")).rsplit(".", 1)[1]))
+    except (IndexError, ValueError):
+        return 0
 
 
 def estimate(config: SensitiveDirectionsConfig, subject: Any, dataset: Any = None
@@ -77,17 +87,11 @@ def estimate(config: SensitiveDirectionsConfig, subject: Any, dataset: Any = Non
                       ("n_prompts", "prompt_tokens")),
         ],
         "sweep": [
-            M.tensor("path points of every (prompt, path, length) row, x2 while built",
-                     2 * rows * d, sweep_fields),
-            M.tensor("row-to-prompt index (int64)", rows, sweep_fields, M.I64),
-            M.tensor("KL and L2 read-outs, their statistics and artifacts", 6 * rows,
-                     sweep_fields),
+            *M.sweep_engine(subject, n_prompts=n, seq=T, layer=_layer(config), rows=rows, R=R,
+                            fields=("rows_per_forward",)),
+            M.tensor("KL and L2 statistics and artifacts", 6 * rows, sweep_fields),
             M.tensor("concatenated and length-matched directions", 2 * n * paths * d,
                      ("n_prompts", "n_paths", "families")),
-            M.forward(f"one batched forward of {min(R, rows)} rows", subject, min(R, rows), T,
-                      ("rows_per_forward", "prompt_tokens")),
-            M.tensor("residual stream of one batch", min(R, rows) * T * d,
-                     ("rows_per_forward", "prompt_tokens")),
         ],
     }
     if config.optimise and M.runs_here(subject):
