@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Runs toy-steps in a child process (the toy plugin registered by hand, as conftest does).
 CHILD = """
-import sys
+import signal, sys
+# A child of a background shell inherits SIGINT ignored; restore Python's default handler so
+# the test sends the Ctrl-C a user would.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from mi_ideas.host import Host, set_host
 from tests import toy_plugin
 import mi_ideas

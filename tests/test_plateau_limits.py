@@ -85,7 +85,9 @@ def test_default_estimates_are_small_and_cover_the_largest_tensor(subject):
         for data in ("default", None):  # with the run's dataset, and without one
             t = time.perf_counter()
             items = _estimate(idea, subject, data=data)
-            assert time.perf_counter() - t < 0.5
+            # A guard that the estimate computes nothing (a sweep takes minutes), not a
+            # speed goal: generous, so a busy CI machine does not fail it.
+            assert time.perf_counter() - t < 5.0
             total = _total(items)
             assert largest[idea] <= total < 2 * GiB, (idea, data, total)
             assert all(i.what and i.bytes >= 0 for i in items)
@@ -200,7 +202,7 @@ def test_maximum_config_is_refused_instantly_with_the_estimate(idea, tmp_path, m
     assert set(largest.fields) & set(config) <= set(lower.split(", ")), (lower, largest)
     assert {"rows_per_forward", "n_steps"} & set(lower.split(", "))
     assert not out.exists()  # nothing written
-    assert elapsed < 5.0  # the model, dictionary and data are loaded first; no run starts
+    assert elapsed < 30.0  # inputs load, no run starts (a guard, not a speed goal)
 
 
 def test_the_reported_activation_plateaus_config_is_refused(tmp_path, monkeypatch):
@@ -217,7 +219,7 @@ def test_the_reported_activation_plateaus_config_is_refused(tmp_path, monkeypatc
                                          r"n_paths, n_prompts, n_steps"):
         mi_ideas.run("activation-plateaus", out=tmp_path / "runs", quiet=True,
                      n_prompts=2000, n_steps=400, n_pool=20000, n_paths=64)
-    assert time.perf_counter() - t < 5.0
+    assert time.perf_counter() - t < 30.0  # refused before any sweep (a guard, generous)
     assert not (tmp_path / "runs").exists()
 
 
