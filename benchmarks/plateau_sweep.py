@@ -172,22 +172,12 @@ def compare(name: str, subject, hf, site: str, batch, n_dirs: int, n_steps: int,
 
 
 def gpt2_small(vocab: int):
-    """A GPT-2-small-sized model with random weights (no download): subject and HF module."""
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    """A GPT-2-small-sized model with random weights (no download): subject and HF module
+    (the same model as benchmarks/last_token.py's)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from last_token import gpt2_small as build
 
-    from mi_ideas import zoo
-    from mi_ideas.backends.nnsight_backend import load_nnsight
-
-    # The zoo tokenizer only gives the subject its special ids; prompts are random ids.
-    tok = AutoTokenizer.from_pretrained(str(zoo.model_dir()))
-    torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=12, n_embd=768, n_head=12, n_positions=256,
-                                    vocab_size=vocab)).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        subject = load_nnsight(hf, spec="gpt2-small-random", tokenizer=tok)
-    return subject, hf
+    return build(vocab)
 
 
 def zoo_prompts(subject, n: int):

@@ -330,17 +330,7 @@ class Subject:
         sites = list(read_sites.values()) + [self.site(iv.site) for iv in interventions]
         start_layer = None
         if start_at is not None or start_resid is not None:
-            start = self.site(start_at or "")
-            if start.kind != "resid_pre" or start_resid is None:
-                raise UsageError(
-                    "start_at must be a resid_pre.L site and comes with start_resid, the "
-                    "(batch, seq, d_model) residual stream entering block L."
-                )
-            if tuple(start_resid.shape) != (*batch.shape, self.d_model):
-                raise UsageError(
-                    f"start_resid has shape {tuple(start_resid.shape)}; expected "
-                    f"{(*batch.shape, self.d_model)} for this batch."
-                )
+            start = self._start_site(batch, start_at, start_resid)
             early = [s.name for s in sites if s.order < start.order]
             if early:
                 raise UsageError(f"sites {early} come before {start.name}, where the run starts.")
@@ -420,6 +410,13 @@ class Subject:
         batch = self.as_batch(inputs)
         if start_at is None and start_resid is None:
             return self._prefix_cache(batch)
+        start = self._start_site(batch, start_at, start_resid)
+        return self._prefix_cache_from(batch, start.layer, start_resid)
+
+    def _start_site(self, batch: Batch, start_at: str | None,
+                    start_resid: "torch.Tensor | None") -> Site:
+        """The ``resid_pre.L`` site a run starts at, checked against ``start_resid`` (the
+        ``(batch, seq, d_model)`` residual stream entering block L)."""
         start = self.site(start_at or "")
         if start.kind != "resid_pre" or start_resid is None:
             raise UsageError(
@@ -431,7 +428,7 @@ class Subject:
                 f"start_resid has shape {tuple(start_resid.shape)}; expected "
                 f"{(*batch.shape, self.d_model)} for this batch."
             )
-        return self._prefix_cache_from(batch, start.layer, start_resid)
+        return start
 
     def forward_last_token(self, cache: PrefixCache, rows: "torch.Tensor | Sequence[int]",
                            site: str, x: "torch.Tensor", *, stats: StatsRequest | None = None,
