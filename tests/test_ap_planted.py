@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mi_ideas.subject import ForwardOutput, Subject, position_index, select_positions
+from tests.toy_subjects import IdentityBlockSubject
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,7 +29,7 @@ N_STEPS = 41
 GRID = 1.0 / (N_STEPS - 1)
 
 
-class PlantedPlateaus(Subject):
+class PlantedPlateaus(IdentityBlockSubject):
     """h_t = e(token_t) + 0.5 e(token_{t−1}); logits from h at each position (steep
     prototypes or linear-softmax); final residual = softmax(logits) @ P."""
 
@@ -65,27 +65,15 @@ class PlantedPlateaus(Subject):
     def cell(self, h):
         return ((h[..., None, :] - self.centres) ** 2).sum(-1).argmin(-1)
 
-    def _forward(self, batch, read, positions, interventions, logits, stats, start_layer=None,
-                 start_resid=None):
-        from mi_ideas import trace_ops
+    def embed(self, batch):
+        e = self.emb[batch.input_ids]
+        return e + 0.5 * torch.cat([torch.zeros_like(e[:, :1]), e[:, :-1]], dim=1)
 
-        if interventions:
-            raise NotImplementedError("the planted toy takes start_resid, not interventions")
-        if start_resid is not None:
-            h = start_resid.float()
-        else:
-            e = self.emb[batch.input_ids]
-            h = e + 0.5 * torch.cat([torch.zeros_like(e[:, :1]), e[:, :-1]], dim=1)
-        lg = self.logits_of(h)
-        final = lg.softmax(-1) @ self.P
-        out = ForwardOutput(logits=lg if logits else None)
-        for name, site in read.items():
-            out.activations[name] = select_positions(h if site.kind == "resid_pre" else final,
-                                                     positions, batch)
-        if stats is not None and stats.wants_anything():
-            out.stats = trace_ops.stats(lg, final, *stats.args(position_index(stats.positions,
-                                                                                 batch)))
-        return out
+    def final_of(self, h, logits):
+        return logits.softmax(-1) @ self.P
+
+    def read_of(self, site, h, final):
+        return h if site.kind == "resid_pre" else final
 
 
 def first_boundary(centres: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> float:

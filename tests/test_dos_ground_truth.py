@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from mi_ideas.subject import ForwardOutput, Subject, position_index, select_positions
+from tests.toy_subjects import IdentityBlockSubject
 from mi_ideas_plugins.plateaus.common.sweep import clean_run, rebase
 from mi_ideas_plugins.plateaus.discrete_output_states.config import DiscreteOutputStatesConfig
 from mi_ideas_plugins.plateaus.discrete_output_states.result import DiscreteOutputStatesResult
@@ -32,7 +32,7 @@ CENTRES = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]])
 STEEP, SMOOTH = 50.0, 0.1
 
 
-class PrototypeSubject(Subject):
+class PrototypeSubject(IdentityBlockSubject):
     """One identity block; logits_j = -beta ||h - c_j||^2 at every position."""
 
     backend = "prototypes"
@@ -45,20 +45,8 @@ class PrototypeSubject(Subject):
     def logits_of(self, h):
         return -self.beta * ((h[..., None, :] - CENTRES) ** 2).sum(-1)
 
-    def _forward(self, batch, read, positions, interventions, logits, stats, start_layer=None,
-                 start_resid=None):
-        from mi_ideas import trace_ops
-
-        assert not interventions
-        h = start_resid if start_resid is not None else torch.zeros(*batch.input_ids.shape, 2)
-        out_logits = self.logits_of(h)
-        out = ForwardOutput(logits=out_logits if logits else None)
-        for name in read:
-            out.activations[name] = select_positions(h, positions, batch)
-        if stats is not None and stats.wants_anything():
-            out.stats = trace_ops.stats(out_logits, h, *stats.args(
-                position_index(stats.positions, batch)))
-        return out
+    def embed(self, batch):
+        return torch.zeros(*batch.input_ids.shape, 2)
 
 
 def _analyse(beta, n_steps=41):

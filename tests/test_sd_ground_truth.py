@@ -20,7 +20,7 @@ import zlib
 import pytest
 import torch
 
-from mi_ideas.subject import ForwardOutput, Subject, position_index, select_positions
+from tests.toy_subjects import IdentityBlockSubject
 from mi_ideas_plugins.plateaus.common.directions import Pool, unit
 from mi_ideas_plugins.plateaus.common.sweep import clean_run, rebase
 from mi_ideas_plugins.plateaus.sensitive_directions.config import SensitiveDirectionsConfig
@@ -33,7 +33,7 @@ FAMILIES = ("dir_sae_latent", "dir_sae_inactive", "dir_real_diff", "toward_real"
             "dir_cov", "dir_isotropic")
 
 
-class ToySubject(Subject):
+class ToySubject(IdentityBlockSubject):
     """One identity block; the next-token logits are ``readout(h)`` at every position."""
 
     backend = "toy"
@@ -43,20 +43,11 @@ class ToySubject(Subject):
         self.readout = readout
         self.emb = torch.randn(VOCAB, D, generator=torch.Generator().manual_seed(seed))
 
-    def _forward(self, batch, read, positions, interventions, logits, stats, start_layer=None,
-                 start_resid=None):
-        from mi_ideas import trace_ops
+    def embed(self, batch):
+        return self.emb[batch.input_ids]
 
-        assert not interventions
-        h = start_resid if start_resid is not None else self.emb[batch.input_ids]
-        out_logits = self.readout(h)
-        out = ForwardOutput(logits=out_logits if logits else None)
-        for name in read:
-            out.activations[name] = select_positions(h, positions, batch)
-        if stats is not None and stats.wants_anything():
-            out.stats = trace_ops.stats(out_logits, h, *stats.args(
-                position_index(stats.positions, batch)))
-        return out
+    def logits_of(self, h):
+        return self.readout(h)
 
 
 class ToySAE:

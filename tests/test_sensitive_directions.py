@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from mi_ideas.subject import ForwardOutput, Subject, position_index, select_positions
+from tests.toy_subjects import IdentityBlockSubject
 from mi_ideas_plugins.plateaus.common.sweep import clean_run, sweep
 from mi_ideas_plugins.plateaus.sensitive_directions import analysis as A
 from mi_ideas_plugins.plateaus.sensitive_directions.optimise import (
@@ -20,7 +20,7 @@ from mi_ideas_plugins.plateaus.sensitive_directions.optimise import (
 # -- a planted toy: the next-token distribution depends on x only through u·x -------------
 
 
-class PlantedSubject(Subject):
+class PlantedSubject(IdentityBlockSubject):
     """One identity block; logits = (u·h) w_out + b at every position (a planted direction u)."""
 
     backend = "planted"
@@ -37,20 +37,8 @@ class PlantedSubject(Subject):
     def logits_of(self, h):
         return (h @ self.u)[..., None] * self.w_out + self.b
 
-    def _forward(self, batch, read, positions, interventions, logits, stats, start_layer=None,
-                 start_resid=None):
-        from mi_ideas import trace_ops
-
-        assert not interventions
-        h = start_resid if start_resid is not None else self.emb[batch.input_ids]
-        out_logits = self.logits_of(h)
-        out = ForwardOutput(logits=out_logits if logits else None)
-        for name in read:  # resid_pre.0 and resid_post.0 are both h (identity block)
-            out.activations[name] = select_positions(h, positions, batch)
-        if stats is not None and stats.wants_anything():
-            out.stats = trace_ops.stats(out_logits, h, *stats.args(
-                position_index(stats.positions, batch)))
-        return out
+    def embed(self, batch):
+        return self.emb[batch.input_ids]
 
 
 def test_planted_direction_is_ranked_first_and_found_by_optimisation():
