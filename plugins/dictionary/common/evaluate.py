@@ -61,8 +61,8 @@ class SpliceSet:
     :meth:`ce` runs the model with a ``(n_rows, d)`` replacement written over ``site`` at
     every harvested position (``Intervention(site, "replace", ...)``; the BOS position is
     kept) and returns the mean next-token cross-entropy over the scored positions. Every
-    model call goes through the subject, so a remote subject works unchanged (the logits
-    at the scored positions come back; one request per batch).
+    model call goes through the subject, so a remote subject works unchanged (only the
+    target tokens' log-probs at the scored positions come back; one request per batch).
     """
 
     def __init__(self, subject: Any, texts: Sequence[str], site: str, *, max_length: int,
@@ -87,7 +87,7 @@ class SpliceSet:
     def ce(self, values: torch.Tensor | None) -> float:
         """Mean CE (nats) with ``values`` (``(n_rows, d)``, or ``(d,)`` for every row)
         spliced in; ``None`` is the clean model."""
-        from mi_ideas.subject import Intervention
+        from mi_ideas.subject import Intervention, StatsRequest
 
         total, count = 0.0, 0
         for eb in self.batches:
@@ -95,9 +95,10 @@ class SpliceSet:
             if values is not None:
                 v = values if values.ndim == 1 else values[eb.rows]
                 ivs = [Intervention(self.site, "replace", v.float(), positions=eb.mask)]
-            out = self.subject.forward(eb.batch, read=["logits"], positions=eb.score,
-                                       interventions=ivs)
-            logp = out.activations["logits"].float().log_softmax(-1)
-            total += float(-logp.gather(1, eb.targets[:, None]).double().sum())
+            # The target tokens' log-probs are computed next to the model (a remote run
+            # downloads one number per scored position, not a vocabulary-sized row).
+            stats = StatsRequest(positions=eb.score, target_ids=eb.targets)
+            out = self.subject.forward(eb.batch, interventions=ivs, stats=stats)
+            total += float(-out.stats["target_logprob"].double().sum())
             count += len(eb.targets)
         return total / max(count, 1)
