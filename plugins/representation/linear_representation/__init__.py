@@ -1,0 +1,3 @@
+"""linear-representation (skeleton; being built)."""
+
+IDEAS: list = []

@@ -1,0 +1,3 @@
+"""steering-vs-prompting (skeleton; being built)."""
+
+IDEAS: list = []
