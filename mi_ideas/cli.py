@@ -121,14 +121,39 @@ def _format_value(v: float) -> str:
     return f"{v:.4g}"
 
 
-def print_metrics(result: Any, out: Any = None) -> None:
-    """The headline metrics as a small table: metric, value, definition."""
+#: above this many metrics, ``mi-ideas run`` prints a count instead of the whole table
+#: (the summary, report.html and result.json hold them all).
+METRICS_SHOWN = 40
+
+
+def print_metrics(result: Any, out: Any = None, which: str | None = None) -> None:
+    """The metrics as a small table: metric, value, definition.
+
+    ``which``: ``None`` prints the table when it has at most :data:`METRICS_SHOWN` rows and
+    a one-line count otherwise; ``"all"`` prints every metric; any other string is a
+    comma-separated list of shell-style patterns (``"kmeans.*,sae.64.*"``).
+    """
+    import fnmatch
+
     out = out or sys.stdout
     metrics = result.metrics
     if not metrics:
         return
-    w = max(len(k) for k in metrics)
-    vals = {k: _format_value(float(v)) for k, v in metrics.items()}
+    names = list(metrics)
+    if which not in (None, "all"):
+        pats = [p.strip() for p in which.split(",") if p.strip()]
+        names = [k for k in names if any(fnmatch.fnmatchcase(k, p) for p in pats)]
+        if not names:
+            print(f"no metric matches {which!r} ({len(metrics)} metrics in result.json).",
+                  file=out)
+            return
+    elif which is None and len(names) > METRICS_SHOWN:
+        print(f"{len(names)} metrics, each with its definition, in result.json and "
+              f"report.html (print them with --metrics all, or some with --metrics "
+              f"'PATTERN,...', e.g. --metrics '{names[0].split('.')[0]}.*').", file=out)
+        return
+    w = max(len(k) for k in names)
+    vals = {k: _format_value(float(metrics[k])) for k in names}
     vw = max(len(v) for v in vals.values())
     import shutil
 
@@ -136,7 +161,7 @@ def print_metrics(result: Any, out: Any = None) -> None:
     room = max(20, shutil.get_terminal_size((120, 24)).columns - w - vw - 4)
     print(f"{'metric':<{w}}  {'value':>{vw}}  definition", file=out)
     print(f"{'-' * w}  {'-' * vw}  {'-' * 10}", file=out)
-    for k in metrics:
+    for k in names:
         d = result.definitions.get(k, "")
         d = d if len(d) <= room else d[: room - 1] + "…"
         print(f"{k:<{w}}  {vals[k]:>{vw}}  {d}", file=out)
@@ -190,7 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         memory_budget=args.memory_budget,
         preset=args.preset,
     )
-    print_metrics(record.result)
+    print_metrics(record.result, which=args.metrics)
     print(f"\nrun directory: {record.path}")
     _maybe_index(args, record.path, host)
     print_summary(record.path, host=host)
@@ -203,7 +228,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     record = resume(args.run_dir, host=_host(args), quiet=args.quiet,
                     command=["mi-ideas", *sys.argv[1:]], model=args.model, saes=args.sae,
                     data=args.data, remote=args.remote, memory_budget=args.memory_budget)
-    print_metrics(record.result)
+    print_metrics(record.result, which=getattr(args, "metrics", None))
     print(f"\nrun directory: {record.path}")
     print_summary(record.path)
     return 0
@@ -441,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--index", action="store_true",
                    help="also (re)write the runs directory's index.html")
+    p.add_argument("--metrics", metavar="all|PATTERN,...",
+                   help=f"which metrics to print: all, or shell-style patterns (default: the "
+                        f"whole table when it has at most {METRICS_SHOWN} rows, else a count)")
     _input_flags(p)
     p.set_defaults(func=cmd_run)
 

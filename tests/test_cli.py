@@ -52,6 +52,29 @@ def test_run_prints_metrics_and_writes_the_run(toy_host, tmp_path, capsys):
     assert prov["command"][:4] == ["mi-ideas", "run", "toy-echo", "--set"] or prov["command"]
 
 
+def test_long_metric_tables_become_a_count_unless_asked(capsys):
+    """A run with hundreds of metrics prints a count (the summary follows); --metrics all
+    prints every row, and patterns print only the matching rows."""
+    import io
+    from types import SimpleNamespace
+
+    from mi_ideas.cli import METRICS_SHOWN, print_metrics
+
+    n = METRICS_SHOWN + 5
+    result = SimpleNamespace(metrics={f"a.{i}.ev": float(i) for i in range(n)} | {"b.x": 1.5},
+                             definitions={"b.x": "the planted one"})
+    rows = lambda text: [ln for ln in text.splitlines() if ln.startswith(("a.", "b."))]
+    out = io.StringIO(); print_metrics(result, out)
+    assert rows(out.getvalue()) == [] and f"{n + 1} metrics" in out.getvalue()
+    out = io.StringIO(); print_metrics(result, out, which="all")
+    assert len(rows(out.getvalue())) == n + 1
+    out = io.StringIO(); print_metrics(result, out, which="b.*,a.3.*")
+    got = rows(out.getvalue())
+    assert [r.split()[0] for r in got] == ["a.3.ev", "b.x"] and "the planted one" in got[1]
+    out = io.StringIO(); print_metrics(result, out, which="zzz*")
+    assert "no metric matches" in out.getvalue()
+
+
 @pytest.mark.parametrize("argv,code,needle", [
     (["run", "toy-echo", "--set", "n=-1", "--set", "mode=x"], 2, "  n: -1 is not valid"),
     (["run", "toy-ecko"], 2, "Did you mean 'toy-echo'"),
