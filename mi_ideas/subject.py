@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import operator
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -363,34 +364,120 @@ class Subject:
 
     def generate(self, inputs: Any, *, max_new_tokens: int = 20,
                  interventions: Sequence[Intervention] = (), do_sample: bool = False,
-                 temperature: float = 1.0, seed: int = 0) -> "torch.Tensor":
+                 temperature: float = 1.0, seed: int = 0,
+                 stop_at_eos: bool = False) -> "torch.Tensor":
         """Generate continuations with interventions applied at every step.
 
         Returns token ids ``(batch, prompt_len + max_new_tokens)``, the left-padded prompt
-        first. Each step re-runs the whole sequence, so an intervention with positions
-        ``"all"`` applies to every prompt and generated position; that costs more than a
-        KV cache but is exactly the same computation on every back-end (local or remote).
-        """
-        import torch
+        first: always exactly ``max_new_tokens`` new tokens per row. The end-of-text token is
+        an ordinary token (never suppressed, never a reason to stop); with
+        ``stop_at_eos=True`` every token after a row's first generated EOS is replaced by the
+        pad token (the shape stays the same; causal attention makes the tokens up to that EOS
+        exactly those of a generation that stopped there).
 
+        Interventions use ``positions="all"``: they change every prompt and generated
+        position, at every step, with a value of shape ``(d,)``, ``(batch, d)`` or
+        ``(batch, 1, d)`` (one per row). With the key/value cache only the new position runs
+        at each step and the earlier positions' keys and values already carry the
+        intervention, so this is the same computation as re-running the whole sequence
+        every step (:meth:`_generate_rerun`, the reference; greedy tokens are tested equal).
+
+        Greedy decoding (``do_sample=False``) takes the argmax. Sampling draws from
+        softmax(logits / ``temperature``) with a CPU ``torch.Generator`` seeded with
+        ``seed``, inside the run (:func:`mi_ideas.trace_ops.next_tokens`): the same seed
+        gives the same tokens on every call, on every built-in back-end and remotely (up to
+        float rounding of the logits), and the global torch random state is not used.
+
+        The nnsight back-end runs one ``generate`` trace (one remote request per batch; the
+        Hugging Face key/value cache locally), TransformerLens its own cached ``generate``
+        with hooks; other back-ends re-run the sequence each step.
+        """
         batch = self.as_batch(inputs)
+        ivs = self._generation_interventions(batch, interventions, max_new_tokens)
+        if max_new_tokens == 0:
+            return batch.input_ids
+        ids = self._generate(batch, int(max_new_tokens), ivs, bool(do_sample),
+                             float(temperature), int(seed))
+        if stop_at_eos:
+            ids = self._pad_after_eos(ids, batch.shape[1])
+        return ids
+
+    def _generation_interventions(self, batch: Batch, interventions: Sequence[Intervention],
+                                  max_new_tokens: int) -> list[Intervention]:
+        """Check generation arguments; values as ``(d,)`` or ``(batch | 1, 1, d)``."""
+        try:
+            n_new = -1 if isinstance(max_new_tokens, bool) else operator.index(max_new_tokens)
+        except TypeError:
+            n_new = -1
+        if n_new < 0:
+            raise UsageError(
+                f"max_new_tokens must be a non-negative integer, not {max_new_tokens!r}.")
+        out = []
         for iv in interventions:
-            self.site(iv.site)
+            site = self.site(iv.site)
             if not (isinstance(iv.positions, str) and iv.positions == "all"):
                 raise UsageError("interventions during generation must use positions='all'.")
-        gen = torch.Generator().manual_seed(seed)
+            if site.kind == "logits":
+                raise UsageError("interventions on logits are not supported; change ln_final.")
+            v = iv.value
+            if v is not None:
+                n = len(batch)
+                if v.ndim == 2 and int(v.shape[0]) in (1, n):
+                    v = v[:, None, :]
+                ok = v.ndim == 1 or (v.ndim == 3 and int(v.shape[1]) == 1
+                                     and int(v.shape[0]) in (1, n))
+                if not ok or int(v.shape[-1]) != self.d_model:
+                    raise UsageError(
+                        f"the {iv.op!r} intervention at {iv.site} during generation has a value "
+                        f"of shape {tuple(v.shape)}; it applies at every position of a growing "
+                        f"sequence, so give ({self.d_model},), ({n}, {self.d_model}) or "
+                        f"({n}, 1, {self.d_model}) (one vector per row).")
+            out.append(dataclasses.replace(iv, value=v))
+        return out
+
+    def _pad_after_eos(self, ids: "torch.Tensor", width: int) -> "torch.Tensor":
+        """``ids`` with every token after a row's first generated EOS set to the pad token."""
+        eos = self.tokenizer.eos_token_id if self.tokenizer is not None else None
+        if eos is None:
+            return ids
+        new = ids[:, width:]
+        after = (new == eos).long().cumsum(-1) - (new == eos).long() > 0
+        out = ids.clone()
+        out[:, width:] = new.masked_fill(after, self.pad_token_id)
+        return out
+
+    def _generate_rerun(self, inputs: Any, *, max_new_tokens: int = 20,
+                        interventions: Sequence[Intervention] = (), do_sample: bool = False,
+                        temperature: float = 1.0, seed: int = 0) -> "torch.Tensor":
+        """The reference generation: the whole sequence re-run through :meth:`forward` for
+        every new token (one remote request per token), no key/value cache. Same arguments
+        and tokens as :meth:`generate`; kept for tests and ``benchmarks/generate.py``."""
+        batch = self.as_batch(inputs)
+        ivs = self._generation_interventions(batch, interventions, max_new_tokens)
+        return self._rerun(batch, int(max_new_tokens), ivs, bool(do_sample), float(temperature),
+                           int(seed))
+
+    def _rerun(self, batch: Batch, max_new_tokens: int, interventions: list[Intervention],
+               do_sample: bool, temperature: float, seed: int) -> "torch.Tensor":
+        import torch
+
+        from mi_ideas import trace_ops
+
+        gen = trace_ops.cpu_generator(seed) if do_sample else None
         ids, mask = batch.input_ids, batch.attention_mask
         for _ in range(max_new_tokens):
             step = Batch(ids, mask)
             logits = self.forward(step, interventions=interventions, logits=True).logits[:, -1]
-            if do_sample:
-                probs = (logits.float() / max(temperature, 1e-6)).softmax(-1)
-                nxt = torch.multinomial(probs, 1, generator=gen)
-            else:
-                nxt = logits.argmax(-1, keepdim=True)
+            nxt = trace_ops.next_tokens(logits, do_sample, temperature, gen).cpu()
             ids = torch.cat([ids, nxt.to(ids.dtype)], dim=1)
             mask = torch.cat([mask, torch.ones_like(nxt, dtype=mask.dtype)], dim=1)
         return ids
+
+    def _generate(self, batch: Batch, max_new_tokens: int, interventions: list[Intervention],
+                  do_sample: bool, temperature: float, seed: int) -> "torch.Tensor":
+        """Generate (arguments checked by :meth:`generate`). The default re-runs the
+        sequence each step; back-ends with a cached generation override this."""
+        return self._rerun(batch, max_new_tokens, interventions, do_sample, temperature, seed)
 
     # -- the last-position fast path (local) -------------------------------------------
 

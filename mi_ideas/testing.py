@@ -407,9 +407,16 @@ class SubjectConformance:
         steer = [Intervention(site, "add", _scaled(subject, batch, site, 8.0, seed=2))]
         steered = subject.generate(batch, max_new_tokens=4, interventions=steer)
         assert not torch.equal(steered, ids), "a large steering vector changed nothing"
+        # a cached generation is the same computation as re-running every step
+        assert torch.equal(steered, subject._generate_rerun(batch, max_new_tokens=4,
+                                                            interventions=steer)), (
+            "steered generation differs from re-running the sequence at every step")
         sampled = [subject.generate(batch, max_new_tokens=4, do_sample=True, seed=7)
                    for _ in range(2)]
         assert torch.equal(*sampled), "sampling with a seed is not reproducible"
+        assert torch.equal(sampled[0], subject._generate_rerun(
+            batch, max_new_tokens=4, do_sample=True, seed=7)), (
+            "sampling with a seed differs from the re-run reference's")
         with pytest.raises(UsageError, match="positions='all'"):
             subject.generate(batch, max_new_tokens=1,
                              interventions=[Intervention(site, "add", steer[0].value, "last")])

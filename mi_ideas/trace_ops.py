@@ -106,3 +106,30 @@ def stats(logits: torch.Tensor, final_resid, index, kl_reference, topk: int,
         if l2_reference is not None:
             out["l2"] = (resid - l2_reference.to(resid.device).float()).norm(dim=-1)
     return out
+
+
+def cpu_generator(seed: int) -> torch.Generator:
+    """A CPU random generator seeded with ``seed`` (made inside a generation trace, so a
+    remote server draws the same numbers as this machine)."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+def next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, generator=None):
+    """The next token of each row from its ``(batch, vocab)`` last-position logits,
+    ``(batch, 1)``: the argmax, or (``do_sample``) one draw from softmax(logits /
+    temperature), made on the CPU with ``generator`` so the draw does not depend on the
+    device the model runs on."""
+    if not do_sample:
+        return logits.argmax(-1, keepdim=True)
+    probs = (logits.float() / max(temperature, 1e-6)).softmax(-1).cpu()
+    return torch.multinomial(probs, 1, generator=generator).to(logits.device)
+
+
+def force_next(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``(batch, seq, vocab)`` logits whose last position has its argmax at ``ids``
+    (``(batch, 1)``): 0 there, −inf elsewhere, so a greedy decoder picks exactly ``ids``."""
+    out = logits.clone()
+    last = torch.full_like(out[:, -1], float("-inf"))
+    last.scatter_(-1, ids.to(last.device).long(), 0.0)
+    out[:, -1] = last
+    return out

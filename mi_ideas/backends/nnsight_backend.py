@@ -288,6 +288,49 @@ class NNsightSubject(Subject):
             result.stats = {k: _value(v) for k, v in _value(saved["__stats__"]).items()}
         return result
 
+    # -- generation ------------------------------------------------------------------
+
+    def _generate(self, batch: Batch, max_new_tokens: int, interventions: list[Intervention],
+                  do_sample: bool, temperature: float, seed: int) -> Any:
+        """One nnsight ``generate`` trace (hence one remote request for the batch): Hugging
+        Face's own decoding loop with its key/value cache, the interventions applied at each
+        of the ``max_new_tokens`` forwards (``tracer.iter``). Hugging Face decodes greedily
+        with every logits processor neutral and an end-of-text id no token has, so it never
+        stops early or suppresses a token; when sampling, the token is drawn inside the trace
+        (:func:`mi_ideas.trace_ops.next_tokens`, a CPU generator seeded with ``seed``) and
+        made the argmax of the last position's logits."""
+        plan = []
+        for site in sort_sites([iv.site for iv in interventions], self.n_layers):
+            if site.kind == "resid_mid":
+                raise UsageError(
+                    "the nnsight back-end can read resid_mid but not intervene on it (the "
+                    "residual stream is not a module boundary there); intervene on "
+                    f"attn_out.{site.layer} or resid_pre/resid_post instead."
+                )
+            ivs = [(iv.op, iv.value, None) for iv in interventions if self.site(iv.site) == site]
+            plan.append((self._envoy(site), ivs))
+        kwargs: dict[str, Any] = dict(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            # no token has this id: Hugging Face neither stops at nor suppresses a real EOS
+            eos_token_id=self.d_vocab, pad_token_id=self.pad_token_id,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, bad_words_ids=None,
+            suppress_tokens=None, begin_suppress_tokens=None, forced_bos_token_id=None,
+            forced_eos_token_id=None, sequence_bias=None, min_length=0, min_new_tokens=None,
+            use_cache=True)
+        if self.remote:
+            kwargs["remote"] = self._nnsight_remote
+        sample = (temperature, seed) if do_sample else None
+        if self.on_server:
+            from mi_ideas.remote import remote_errors
+
+            with remote_errors(self._nnsight_remote, self.spec):
+                ids = _run_generate(self.model, kwargs, plan, max_new_tokens, sample)
+        else:
+            with model_lock(self.model._module):
+                ids = _run_generate(self.model, kwargs, plan, max_new_tokens, sample)
+        return _value(ids).detach().cpu()
+
     # -- the last-position fast path (local) ----------------------------------------
 
     def _prefix_cache(self, batch: Batch) -> PrefixCache:
@@ -589,6 +632,44 @@ def _trace_body(model: Any, inputs: dict, trace_kwargs: dict, skips: list, plan:
             saved["__stats__"] = {k: v.detach().cpu() for k, v in computed.items()}
         saved = nnsight.save(saved)
     return saved
+
+
+def _run_generate(model: Any, kwargs: dict, plan: list, n_steps: int,
+                  sample: tuple | None) -> Any:
+    """The one ``generate`` trace of a generation (see :func:`_run_trace` on what ships)."""
+    import nnsight
+    import torch
+
+    ops = (trace_ops.intervene, trace_ops.next_tokens, trace_ops.force_next,
+           trace_ops.cpu_generator)
+    with torch.no_grad():
+        return _generate_body(model, kwargs, plan, n_steps, sample, model.unembed, ops, nnsight)
+
+
+def _generate_body(model: Any, kwargs: dict, plan: list, n_steps: int, sample: tuple | None,
+                   unembed: Any, ops: tuple, nnsight: Any) -> Any:
+    """The traced frame of a generation: the same interventions at each of ``n_steps``
+    forwards (the prompt's, then one per new token); with ``sample`` (temperature, seed) the
+    next token is drawn here and forced as the argmax."""
+    intervene, next_tokens, force_next, cpu_generator = ops
+    with model.generate(**kwargs) as tracer:
+        gen = None if sample is None else cpu_generator(sample[1])
+        for _step in tracer.iter[:n_steps]:
+            for (envoy, where, tuple_index), ivs in plan:
+                raw = getattr(envoy, where)
+                value = raw[tuple_index] if isinstance(raw, tuple) else raw
+                for op, v, idx in ivs:
+                    value = intervene(value, op, v, idx)
+                if isinstance(raw, tuple):
+                    setattr(envoy, where, (value, *raw[1:]))
+                else:
+                    setattr(envoy, where, value)
+            if sample is not None:
+                logits = unembed.output
+                unembed.output = force_next(logits, next_tokens(logits[:, -1], True, sample[0],
+                                                                gen))
+        ids = nnsight.save(tracer.result)
+    return ids
 
 
 def _block_returns_tuple(model: Any) -> bool:

@@ -145,6 +145,73 @@ class TLSubject(Subject):
                                            *stats.args(position_index(stats.positions, batch)))
         return result
 
+    # -- generation ------------------------------------------------------------------
+
+    def _generate(self, batch: Batch, max_new_tokens: int, interventions: list[Intervention],
+                  do_sample: bool, temperature: float, seed: int) -> Any:
+        """TransformerLens's own cached generation (``generate(use_past_kv_cache=True)``)
+        with the interventions as hooks (``model.hooks``), greedy and never stopping at
+        EOS; when sampling, the token is drawn by :func:`mi_ideas.trace_ops.next_tokens`
+        (a CPU generator seeded with ``seed``) in a hook on the unembedding and made the
+        argmax there. TransformerLens infers the attention mask from the pad token; where
+        that differs from the batch's mask (a prompt that starts with the pad token and no
+        BOS), or for a shortformer model, the sequence is re-run each step instead."""
+        import torch
+        from transformer_lens.utilities.tokenize_utils import get_attention_mask
+
+        tok = self.model.tokenizer
+        inferred = None
+        if tok is not None and tok.pad_token_id is not None:
+            inferred = get_attention_mask(tok, batch.input_ids, True, "left")
+        if (inferred is None or not torch.equal(inferred.long(), batch.attention_mask.long())
+                or self.model.cfg.positional_embedding_type == "shortformer"):
+            return self._rerun(batch, max_new_tokens, interventions, do_sample, temperature,
+                               seed)
+        by_hook: dict[str, list] = {}
+        for iv in interventions:
+            by_hook.setdefault(to_hook_name(self.site(iv.site)), []).append(
+                (iv.op, iv.value, None))
+
+        def make_hook(ivs: list):
+            def hook(x, hook=None):
+                for op, v, idx in ivs:
+                    x = trace_ops.intervene(x, op, v, idx)
+                return x
+            return hook
+
+        # as in _forward: hook_normalized sites are the LayerNorm modules' outputs
+        module_hooks = []
+        fwd_hooks = []
+        for h, ivs in by_hook.items():
+            if h.endswith("hook_normalized"):
+                module = (self.model.ln_final if h.startswith("ln_final")
+                          else self.model.blocks[int(h.split(".")[1])].ln2)
+                fn = make_hook(ivs)
+                module_hooks.append((module, lambda mod, args, out, fn=fn: fn(out)))
+            else:
+                fwd_hooks.append((h, make_hook(ivs)))
+        if do_sample:
+            gen = trace_ops.cpu_generator(seed)
+
+            def sample(mod: Any, args: tuple, out: Any) -> Any:
+                ids = trace_ops.next_tokens(out[:, -1], True, temperature, gen)
+                return trace_ops.force_next(out, ids)
+
+            module_hooks.append((self.model.unembed, sample))
+        device = self.model.cfg.device
+        with model_lock(self.model), torch.no_grad(), self.model.hooks(fwd_hooks=fwd_hooks):
+            handles = [m.register_forward_hook(fn) for m, fn in module_hooks]
+            try:
+                ids = self.model.generate(
+                    batch.input_ids.to(device), max_new_tokens=max_new_tokens,
+                    stop_at_eos=False, do_sample=False, use_past_kv_cache=True,
+                    prepend_bos=True, padding_side="left", return_type="tokens",
+                    verbose=False)
+            finally:
+                for handle in handles:
+                    handle.remove()
+        return ids.detach().cpu()
+
     # -- the last-position fast path ------------------------------------------------
 
     def _prefix_cache(self, batch: Batch) -> PrefixCache:
