@@ -101,6 +101,32 @@ def mi_ideas_register_dictionaries(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def mi_ideas_register_judges(register: Callable[..., None]) -> None:
+    """Register judges: named scorers of generated text that ideas can select by name.
+
+    Called once, the first time an idea asks the host for its judges (steering-vs-prompting
+    scores concept presence, fluency and relevance with them; ``--set
+    judges.concept=NAME`` picks one).
+
+    :param register: call ``register(name, judge, description, kind)``. ``kind`` says what
+        the judge scores (steering-vs-prompting uses ``"concept"``, ``"fluency"`` and
+        ``"relevance"``). ``judge(samples, subject)`` receives a list of samples (dicts
+        with ``prompt``: the prompt the text continues, without any instruction line;
+        ``shown_prompt``: the text the model was given; ``continuation``: the generated
+        text; ``prompt_ids`` / ``continuation_ids``: their token ids; ``concept``: the
+        concept word; ``concept_words``: the words that count as the concept) and the
+        unsteered model (a :class:`mi_ideas.subject.Subject`), and returns one float per
+        sample in [0, 1] (1 = best). Samples say nothing about how the text was made, so
+        a judge is blind to the method. A name registered twice is an error naming both
+        plugins; names of an idea's built-in judges are refused by that idea.
+
+    Built-in judges need no network; a judge that calls an API is a plugin's choice.
+
+    The return value is ignored.
+    """
+
+
+@hookspec
 def mi_ideas_run_started(run: RunRecord) -> None:
     """Observe a run that is about to start.
 

@@ -197,3 +197,40 @@ def test_a_plugin_whose_backend_hook_raises_is_isolated(register_plugin, mi_idea
     info = register_plugin(Broken(), name="broken-backend")
     assert "hf" in mi_ideas_host.backends  # the others still work
     assert info.status == "failed" and "no GPU driver" in info.error
+
+
+def test_hook_mi_ideas_register_judges(register_plugin, mi_ideas_host):
+    """Judges are indexed by name with their kind and plugin; a malformed registration fails
+    only its plugin, and a name registered twice names both plugins. (That an idea uses a
+    registered judge instead of its built-in is tests/test_steering_vs_prompting.py.)"""
+    from mi_ideas.errors import HostError
+
+    def constant(samples, subject):
+        return [0.5 for _ in samples]
+
+    class P:
+        @hookimpl
+        def mi_ideas_register_judges(self, register):
+            register("half", constant, "always 0.5", "concept")
+
+    class Bad:
+        @hookimpl
+        def mi_ideas_register_judges(self, register):
+            register("broken", "not callable", "a string is no judge", "concept")
+
+    register_plugin(P(), name="judges-p")
+    mi_ideas_host.strict = False
+    bad = register_plugin(Bad(), name="judges-bad")
+    judges = mi_ideas_host.judges
+    assert judges["half"].judge is constant and judges["half"].kind == "concept"
+    assert judges["half"].plugin == "judges-p" and "broken" not in judges
+    assert bad.status == "failed" and "not callable" in bad.error
+
+    class Twice:
+        @hookimpl
+        def mi_ideas_register_judges(self, register):
+            register("half", constant, "again", "concept")
+
+    register_plugin(Twice(), name="judges-twice")
+    with pytest.raises(HostError, match="'judges-p' and 'judges-twice'"):
+        mi_ideas_host.judges

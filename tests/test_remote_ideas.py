@@ -17,6 +17,14 @@ SMALL = {
                                n_eval_texts=8, ce_texts=4),
     "transcoder-clustering": dict(sources=["model"], model_texts=16, model_max_length=24,
                                   top_contexts=5),
+    "steering-vs-prompting": dict(concepts=["park"], n_select=3, n_eval=3, coefficients=[1.0],
+                                  max_new_tokens=6, vector_texts=8, n_boot=200),
+    "linear-representation": dict(
+        grid={"slots": {"texture": ["soft", "hard", "rough"], "colour": ["red", "blue"],
+                        "furniture": ["chair", "bed"]}, "contexts": {"name": ["Mia", "Tom"]}},
+        ladder={"slots": {"intensity": ["slightly", "quite", "very"], "emotion": ["happy", "sad"]},
+                "contexts": {"name": ["Mia", "Tom"]}},
+        sites=["resid_post.1"], position="colour", n_shuffles=2, reinit_control=False),
 }
 
 
@@ -62,6 +70,14 @@ LOCAL_ONLY = {
         "sharpness_median", "sharpness_kl_median", "n_excluded", "n_excluded_l2")} | {
         f"cmp.onset50.toward_real.vs.reinit.{k}" for k in (
             "mean_diff", "ci_low", "ci_high", "p_wilcoxon", "n_units")},
+    "linear-representation": {
+        f"{pre}resid_post.{L}.{k}" for L in range(4) for pre, keys in (
+            ("reinit.", ("additive_r2", "loco_cosine", "loco_nn_accuracy", "intensity.spearman",
+                         "intensity.diff_cosine", "intensity.norm_ratio", "share.texture",
+                         "share.colour", "share.furniture")),
+            ("cmp.", [f"{what}.vs_reinit.{stat}" for what in ("additive_r2", "intensity.spearman")
+                      for stat in ("mean_diff", "ci_low", "ci_high", "p_wilcoxon", "n_units")]))
+        for k in keys},
 }
 
 

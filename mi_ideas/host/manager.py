@@ -72,6 +72,18 @@ class Registered:
     from_object: Any = None
 
 
+@dataclass(frozen=True)
+class RegisteredJudge:
+    """One judge of generated text: ``judge(samples, subject) -> [score in [0, 1], ...]``
+    (see ``mi_ideas_register_judges``), what it scores (``kind``) and its plugin."""
+
+    name: str
+    judge: Any
+    description: str
+    kind: str
+    plugin: str
+
+
 def _own_version() -> str | None:
     try:
         return metadata.version("mi-ideas")
@@ -352,6 +364,26 @@ class Host:
         self._registries[hook_name] = found
         return found
 
+    @property
+    def judges(self) -> dict[str, RegisteredJudge]:
+        """Judges of generated text by name (``mi_ideas_register_judges``)."""
+        hook_name = "mi_ideas_register_judges"
+        if hook_name in self._registries:
+            return self._registries[hook_name]  # type: ignore[return-value]
+        found: dict[str, RegisteredJudge] = {}
+        for info, entries in self._per_plugin(hook_name, _validate_judge):
+            for args, kw in entries:
+                name, judge, description, kind = _judge_fields(*args, **kw)
+                if name in found:
+                    raise HostError(
+                        f"two plugins register a judge named {name!r}: {found[name].plugin!r} "
+                        f"and {info.name!r}. Disable one of them (--disable-plugin NAME) or "
+                        f"rename the judge."
+                    )
+                found[name] = RegisteredJudge(name, judge, description, kind, info.name)
+        self._registries[hook_name] = found  # type: ignore[assignment]
+        return found
+
     # -- observer hooks (a typed facade over pm.hook) --------------------------------
 
     def run_started(self, run: Any) -> None:
@@ -369,6 +401,23 @@ def _validate_registration(prefix: Any, loader: Any, description: str = "", *,
         raise TypeError(f"the loader registered for {prefix!r} is not callable")
     if (accepts is None) != (from_object is None):
         raise TypeError(f"{prefix!r}: accepts= and from_object= come together (or not at all)")
+
+
+def _judge_fields(name: Any = None, judge: Any = None, description: Any = None,
+                  kind: Any = None, *extra: Any, **kw: Any) -> tuple:
+    if extra or kw:
+        raise TypeError("a judge is registered as register(name, judge, description, kind); "
+                        f"got the extra argument(s) {list(extra) + sorted(kw)}")
+    return name, judge, description, kind
+
+
+def _validate_judge(*args: Any, **kw: Any) -> None:
+    name, judge, description, kind = _judge_fields(*args, **kw)
+    for what, value in (("name", name), ("description", description), ("kind", kind)):
+        if not isinstance(value, str) or not value.strip():
+            raise TypeError(f"registered judge {name!r}: its {what} must be a non-empty string")
+    if not callable(judge):
+        raise TypeError(f"the judge registered as {name!r} is not callable")
 
 
 def _validate_idea_class(idea_cls: Any) -> None:
