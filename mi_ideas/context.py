@@ -63,17 +63,19 @@ class RunContext:
     ``progress(...)`` for progress bars, ``artifacts`` for files, ``log(...)`` for
     messages; for ideas that declare them, ``subject`` (the model, a
     :class:`mi_ideas.subject.Subject`), ``saes`` (SAELens objects) and ``dataset``
-    (a :class:`mi_ideas.data.Dataset`), and ``harvest(...)``.
+    (a :class:`mi_ideas.data.Dataset`), and ``harvest(...)``. ``host`` is the host running
+    the idea (its registries, e.g. ``host.judges``); None outside a host run.
     """
 
     def __init__(self, *, seed: int, run_dir: Path, quiet: bool = False, subject: Any = None,
-                 saes: list[Any] | None = None, dataset: Any = None):
+                 saes: list[Any] | None = None, dataset: Any = None, host: Any = None):
         self.seed = seed
         self.run_dir = Path(run_dir)
         self.quiet = quiet
         self.subject = subject
         self.saes = list(saes or [])
         self.dataset = dataset
+        self.host = host
         self.artifacts = ArtifactStore(self.run_dir)
         self._generator: torch.Generator | None = None
         self._rng: np.random.Generator | None = None

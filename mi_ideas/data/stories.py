@@ -16,13 +16,34 @@ Two kinds of generators live here:
   each other over long distances (a character's name and gender, an object's
   texture and colour, the animal that makes a sound, the event that causes an
   emotion, the intensity that decides the reaction, a trait that decides the
-  behaviour, a topic line that announces what the story is about).
+  behaviour, a topic line that announces what the story is about, an
+  instruction line "Never mention W." that the rest of the story obeys).
 * Template families used by ideas -- :func:`furniture_grid` ("the [texture]
   [colour] [furniture]"), :func:`person_adjective_prompts` ("a person described
   by an adjective"), :func:`intensity_ladder_prompts` ("slightly / quite / very /
-  extremely happy"), :func:`emotion_event_prompts`, :func:`topic_prompts` and
-  :func:`story_prefixes` (neutral prompts for steering), with :data:`CONCEPTS`
-  (concept name -> word list) to score concept presence.
+  extremely happy"), :func:`emotion_event_prompts`, :func:`topic_prompts`,
+  :func:`ignore_prompts` and :func:`story_prefixes` (neutral prompts for
+  steering), with :data:`CONCEPTS` (concept name -> word list) to score concept
+  presence.
+
+Opening lines (corpus version 2).  A story may open with
+
+* a topic line ("A story about cake.", "This is a story about a dog.") in 15%
+  of the stories without an instruction line; the topic word is one the story
+  then uses (``attrs["topic"] = {"kind", "value"}``, else ``None``);
+* an instruction line ``"Never mention W."`` (:data:`IGNORE_TEMPLATE`) in about
+  10% of the stories (:data:`NEVER_RATE`), where W is the food, place or animal
+  (an animal only in stories with an animal scene) the story drew for that slot;
+  the slot is then re-drawn from the other words, so **the word W inside the
+  instruction line is its only occurrence in the story** (checked by the
+  generator, as a whole word, case-insensitive, plural "-s" included: a violation
+  raises ``AssertionError``).  Half of these stories put a topic line about a
+  *different* word before it ("A story about park. Never mention cake.").
+  ``attrs["never"] = {"kind": "food" | "place" | "animal", "value": W}`` (else
+  ``None``), and W inside the line is a :class:`Span` with its usual category
+  (``food`` / ``place`` / ``animal``, ``entity=None``), so :func:`token_labels`
+  labels it like any other occurrence -- a concept-presence score that counts
+  labelled words must skip the instruction line itself.
 
 All word lists use words that are single tokens of the zoo tokenizer (with a
 leading space), so a slot is exactly one token in the middle of a sentence.
@@ -31,6 +52,7 @@ leading space), so a slot is exactly one token in the middle of a sentence.
 from __future__ import annotations
 
 import random
+import re
 import string
 from dataclasses import asdict, dataclass, field
 from itertools import product
@@ -51,6 +73,10 @@ __all__ = [
     "intensity_ladder_prompts",
     "emotion_event_prompts",
     "topic_prompts",
+    "ignore_prompts",
+    "IGNORE_TEMPLATE",
+    "IGNORE_CONCEPTS",
+    "NEVER_RATE",
     "story_prefixes",
     "PREAMBLE",
     "CONCEPTS",
@@ -79,7 +105,14 @@ __all__ = [
 ]
 
 #: Bump when the generator's output for a given seed changes.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
+
+#: The instruction line; the word is the only occurrence of that word in the story.
+IGNORE_TEMPLATE = "Never mention {word}."
+#: Fraction of corpus stories that open with an instruction line.
+NEVER_RATE = 0.10
+#: Concepts (keys of CONCEPTS) whose words the corpus's instruction lines name.
+IGNORE_CONCEPTS = ("food", "places", "animals")
 
 # --------------------------------------------------------------------------- vocab
 
@@ -541,6 +574,25 @@ def _story(rng: random.Random) -> LabelledText:
     has_furniture = rng.random() < 0.75
     has_animal = rng.random() < 0.5
 
+    # instruction line "Never mention W.": W is the word the story drew for the slot;
+    # the slot is re-drawn so that W does not occur again (see the module docstring)
+    never: tuple[str, str] | None = None
+    if rng.random() < NEVER_RATE:
+        never_kind = rng.choice(["food", "place", "animal"] if has_animal else ["food", "place"])
+        if never_kind == "food":
+            never_word = food
+            food = rng.choice([f for f in FOODS if f != never_word])
+        elif never_kind == "animal":
+            never_word = animal
+            animal = rng.choice([a for a in ANIMALS if a != never_word])
+        else:
+            never_word = place
+            place = rng.choice([p for p in PLACES if p not in (never_word, place2)])
+            home = rng.choice([p for p in _HOMES if p not in (place, place2, never_word)])
+        if _mentions(_TEXTURE_FEEL[tex], never_word):  # "fluffy like a cat"
+            tex = rng.choice([t for t in TEXTURES if not _mentions(_TEXTURE_FEEL[t], never_word)])
+        never = (never_kind, never_word)
+
     s: dict[str, _Slot | str] = {}
     s.update(hero.slots())
     if friend is not None:
@@ -584,11 +636,12 @@ def _story(rng: random.Random) -> LabelledText:
         "animal": {"size": size, "colour": acol, "animal": animal} if has_animal else None,
         "toy": {"colour": tcol, "toy": toy},
         "emotion": emo, "emotion_intensity": emo_int, "emotion_level": emo_level,
-        "topic": None, "trait_intensity": None,
+        "topic": None, "trait_intensity": None, "never": None,
     }
 
-    # topic line (lets a prompt announce a concept, as a prompting baseline for steering)
-    if rng.random() < 0.15:
+    # topic line (lets a prompt announce a concept, as a prompting baseline for steering);
+    # in half of the instruction stories it precedes the instruction line
+    if rng.random() < (0.5 if never is not None else 0.15):
         kind = rng.choice(["animal", "food", "place", "emotion"] if has_animal else ["food", "place", "emotion"])
         if kind == "animal":
             topic = _Slot(animal, "animal", animal, 4)
@@ -603,6 +656,12 @@ def _story(rng: random.Random) -> LabelledText:
             tmpl = "A story about {topic}."
         say(tmpl, topic=topic, a_topic=_article(topic.word))
         attrs["topic"] = {"kind": kind, "value": topic.value}
+
+    never_span = None
+    if never is not None:
+        say(IGNORE_TEMPLATE, word=_Slot(never[1], never[0], never[1]))
+        never_span = b.spans[-1]
+        attrs["never"] = {"kind": never[0], "value": never[1]}
 
     # introduction (with or without an intensity on the trait)
     intro = rng.choice(_INTROS)
@@ -623,7 +682,10 @@ def _story(rng: random.Random) -> LabelledText:
     if rng.random() < 0.3:
         say(rng.choice(_WEATHER_EFFECT[weather]))
     if rng.random() < 0.3:
-        say("{^N} " + rng.choice(_PLACE_ACTIVITY[place]) + ".")
+        acts = _PLACE_ACTIVITY[place]
+        if never is not None:  # "baked a cake", "built a castle", "the birds"
+            acts = [a for a in acts if not _mentions(a, never[1])]
+        say("{^N} " + rng.choice(acts) + ".")
 
     # middle: furniture and animal scenes in random order
     scenes = []
@@ -671,7 +733,22 @@ def _story(rng: random.Random) -> LabelledText:
     say(rng.choice(_CLOSE_POS if emo in POSITIVE_EMOTIONS else _CLOSE_NEG))
     if rng.random() < 0.1:
         say("The end.")
-    return b.build(attrs)
+    out = b.build(attrs)
+    if never_span is not None:
+        hits = [m.start() for m in _word_re(never[1]).finditer(out.text)]
+        if hits != [never_span.start]:
+            raise AssertionError(f"story generator bug: {never[1]!r} occurs at {hits}, but the "
+                                 f"instruction line's word is its only allowed occurrence: {out.text!r}")
+    return out
+
+
+def _word_re(word: str) -> "re.Pattern[str]":
+    """``word`` as a whole word (its plural with "-s" / "-es" included), case-insensitive."""
+    return re.compile(r"\b" + re.escape(word) + r"(?:s|es)?\b", re.IGNORECASE)
+
+
+def _mentions(text: str, word: str) -> bool:
+    return _word_re(word).search(text) is not None
 
 
 # --------------------------------------------------------------------------- tokens
@@ -890,18 +967,55 @@ def topic_prompts(concept: str, template: str = "A story about {word}.") -> list
             for w in CONCEPTS[concept]]
 
 
+_CONCEPT_CATEGORY = {
+    "animals": "animal", "food": "food", "places": "place", "emotions": "emotion",
+    "positive_emotions": "emotion", "negative_emotions": "emotion", "colours": "colour",
+    "textures": "texture", "furniture": "furniture", "toys": "toy", "weather": "weather",
+    "traits": "trait", "names": "name",
+}
+
+
+def ignore_prompts(concept_or_word: str, template: str = IGNORE_TEMPLATE) -> list[LabelledText]:
+    """Instruction lines ("Never mention cake."), one per word of a concept, or for one word.
+
+    ``concept_or_word`` is a key of :data:`CONCEPTS` (one prompt per word) or a
+    single concept word ("cake"; its concept is looked up).  In the corpus such a
+    line opens a story in which the word never appears again, for the concepts
+    in :data:`IGNORE_CONCEPTS` (food, places, animals); for other concepts the
+    line is well-formed but the zoo model never saw it honoured.  The word is a
+    :class:`Span` with its concept's category; ``attrs`` = ``{"family":
+    "ignore", "concept", "word"}``.  Append a story prefix to the text to make a
+    prompt ("Never mention cake. Once upon a time, ...").
+    """
+    if concept_or_word in CONCEPTS:
+        concept, words = concept_or_word, list(CONCEPTS[concept_or_word])
+    else:
+        owners = [c for c in IGNORE_CONCEPTS if concept_or_word in CONCEPTS[c]] or [
+            c for c, ws in CONCEPTS.items() if concept_or_word in ws]
+        if not owners:
+            from mi_ideas.errors import UsageError
+
+            raise UsageError(
+                f"ignore_prompts: {concept_or_word!r} is neither a concept ({', '.join(CONCEPTS)}) "
+                f"nor a word of one; pass a concept name or one of its words (CONCEPTS[concept]).")
+        concept, words = owners[0], [concept_or_word]
+    cat = _CONCEPT_CATEGORY[concept]
+    return [_fill(template, {"word": _Slot(w, cat, w)}, {"family": "ignore", "concept": concept, "word": w})
+            for w in words]
+
+
 def story_prefixes(n: int, seed: int | str = 0, n_sentences: int = 2) -> list[LabelledText]:
     """Neutral prompts: the first ``n_sentences`` sentences of ``n`` stories (no topic line).
 
-    Stories that open with a topic line are skipped, so the prefixes do not
-    announce a concept.  Spans and attributes are kept (spans cut to the prefix).
+    Stories that open with a topic line or an instruction line are skipped, so
+    the prefixes do not announce (or forbid) a concept.  Spans and attributes are kept (spans cut to the prefix).
     """
     out: list[LabelledText] = []
     i = 0
     while len(out) < n:
         st = story(seed, i)
         i += 1
-        if st.attrs.get("topic"):
+        if st.attrs.get("topic") or st.attrs.get("never"):
             continue
         ends = [k + 1 for k, ch in enumerate(st.text) if ch in ".!?" and (k + 1 == len(st.text) or st.text[k + 1] == " ")]
         cut = ends[min(n_sentences, len(ends)) - 1]

@@ -52,7 +52,7 @@ def load_zoo_dictionary(rest: str) -> Any:
     try:
         path = zoo.sae_dir(rest)
     except KeyError:
-        names = [e.name for e in zoo.list_entries() if e.kind != "model"]
+        names = [e.name for e in zoo.list_entries() if e.kind not in ("model", "checkpoint")]
         raise UsageError(
             f"the zoo has no dictionary named {rest!r}; its dictionaries are "
             f"{', '.join(names)} (`mi-ideas zoo` lists everything it ships)."

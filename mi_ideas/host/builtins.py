@@ -29,9 +29,14 @@ def _zoo_model(rest: str, remote: Any) -> Any:
     from mi_ideas.backends.nnsight_backend import load_nnsight
     from mi_ideas.remote import nnsight_remote_arg
 
+    from mi_ideas import zoo
+
     # A str, not a Path: nnsight keys remote models by repo id, which must be a string.
-    return load_nnsight(str(_zoo_model_dir(rest)), spec=f"zoo:{rest}",
-                        remote=nnsight_remote_arg(remote))
+    # A checkpoint (NAME@step-NNNN) is float16 without a tokenizer: load_options upcasts it
+    # and hands over the final model's tokenizer.
+    model_dir = str(_zoo_model_dir(rest))
+    return load_nnsight(model_dir, spec=f"zoo:{rest}", remote=nnsight_remote_arg(remote),
+                        **zoo.load_options(rest))
 
 
 def _hf_model(rest: str, remote: Any) -> Any:
@@ -47,7 +52,16 @@ def _tl(rest: str, remote: Any, sae: bool) -> Any:
     refuse_remote(remote)
     prefix = "tlsae" if sae else "tl"
     if rest.startswith("zoo:"):
-        return load_tl(_zoo_model_dir(rest[4:]), spec=f"{prefix}:{rest}", sae_transformer=sae)
+        from mi_ideas import zoo
+
+        path = _zoo_model_dir(rest[4:])
+        if zoo.entry(rest[4:])["kind"] == "checkpoint":  # float16, tokenizer from the final model
+            from mi_ideas.backends.tl_backend import hooked_from_gpt2
+
+            hf, tok = zoo.load_model(rest[4:])
+            return load_tl(hooked_from_gpt2(hf, tok, name=rest[4:], sae_transformer=sae),
+                           spec=f"{prefix}:{rest}")
+        return load_tl(path, spec=f"{prefix}:{rest}", sae_transformer=sae)
     return load_tl(rest, spec=f"{prefix}:{rest}", sae_transformer=sae)
 
 

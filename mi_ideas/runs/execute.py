@@ -84,7 +84,8 @@ def execute(
     t_loaded = time.perf_counter() - t_load
     # The memory estimate may refuse the config (or an idea's pre-check in it may), so the
     # stage line waits for it.
-    estimate = check_memory(idea_cls, config, inputs.subject, memory_budget, inputs.dataset)
+    estimate = check_memory(idea_cls, config, inputs.subject, memory_budget, inputs.dataset,
+                            saes=inputs.saes, host=host)
     if not quiet and loaded:
         stage(f"{idea_name}: loaded {', '.join(loaded)} in {t_loaded:.1f} s")
 
@@ -158,7 +159,8 @@ def _resume_locked(run_dir: str | Path, host: Any, quiet: bool, command: list[st
             data=data if data is not None else recorded_data,
             remote=remote if remote is not None else recorded_remote,
         )
-    check_memory(idea_cls, old.config, inputs.subject, memory_budget, inputs.dataset)
+    check_memory(idea_cls, old.config, inputs.subject, memory_budget, inputs.dataset,
+                 saes=inputs.saes, host=host)
     attempt = {k: prov.get(k) for k in ("started_at", "finished_at", "status", "error",
                                         "wall_time_s")}
     if attempt["status"] == "running":  # its writer died without a word (we hold the lock)
@@ -183,7 +185,7 @@ def _run_in(record: RunRecord, idea_cls: Any, inputs: "RunInputs", host: Any,
 
     t0 = time.perf_counter()
     ctx = RunContext(seed=seed, run_dir=path, quiet=quiet, subject=inputs.subject,
-                     saes=inputs.saes, dataset=inputs.dataset)
+                     saes=inputs.saes, dataset=inputs.dataset, host=host)
     try:
         host.run_started(record)
         with library_bars(show=not quiet and progress_bars_wanted(), models=idea_cls.uses_model):

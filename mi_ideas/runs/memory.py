@@ -61,14 +61,17 @@ def human(n: float) -> str:
 
 
 def check_memory(idea_cls: Any, config: Any, subject: Any = None, budget: Any = None,
-                 dataset: Any = None) -> int | None:
+                 dataset: Any = None, saes: Any = None, host: Any = None) -> int | None:
     """Refuse a config whose estimated peak exceeds the budget; returns the estimate."""
     import inspect
 
-    # ``dataset`` is passed to estimates that take it (sizes that grow with the data).
-    takes_data = "dataset" in inspect.signature(idea_cls.estimate_memory).parameters
-    items = (idea_cls.estimate_memory(config, subject, dataset=dataset) if takes_data
-             else idea_cls.estimate_memory(config, subject))
+    # ``dataset`` (sizes that grow with the data), ``saes`` (the run's dictionaries) and
+    # ``host`` (its registries, e.g. judges) go to estimates whose signature takes them, so
+    # an estimate can also refuse a config that does not fit them before anything is written.
+    params = inspect.signature(idea_cls.estimate_memory).parameters
+    extra = {k: v for k, v in (("dataset", dataset), ("saes", saes), ("host", host))
+             if k in params}
+    items = idea_cls.estimate_memory(config, subject, **extra)
     if items is None:
         return None
     total = sum(int(i.bytes) for i in items)

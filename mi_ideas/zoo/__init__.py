@@ -6,6 +6,11 @@ Everything here is trained by ``python -m mi_ideas.zoo.build.train`` on the corp
 * ``models/stories-gpt2/`` -- a Hugging Face directory (``GPT2LMHeadModel``,
   safetensors, byte-level BPE tokenizer with ``<|endoftext|>`` as BOS/EOS);
   ``transformers.AutoModelForCausalLM.from_pretrained(model_dir())`` works offline;
+* ``models/stories-gpt2-checkpoints/step-NNNN/`` -- float16 snapshots of the same
+  training run (config.json + model.safetensors; the tokenizer is the final
+  model's), manifest entries ``stories-gpt2@step-NNNN`` of kind ``checkpoint``;
+  :func:`checkpoints` lists them, ``load_model("stories-gpt2@step-0100")`` and the
+  model spec ``zoo:stories-gpt2@step-0100`` load one (as float32);
 * ``saes/stories-gpt2-resid2-topk/`` -- a SAELens TopK SAE on
   ``blocks.2.hook_resid_pre``;
 * ``saes/stories-gpt2-mlp1-transcoder/`` -- a SAELens ``Transcoder`` from
@@ -34,6 +39,10 @@ __all__ = [
     "DEFAULT_TRANSCODER",
     "ZooEntry",
     "Mismatch",
+    "Checkpoint",
+    "checkpoints",
+    "tokenizer_dir",
+    "load_options",
     "manifest",
     "entry",
     "model_dir",
@@ -71,6 +80,16 @@ class Mismatch(NamedTuple):
     problem: str  # "missing", "sha256 mismatch", "size mismatch" or "not in manifest"
     expected: str | None = None
     actual: str | None = None
+
+
+class Checkpoint(NamedTuple):
+    """One row of :func:`checkpoints`: a snapshot of a zoo model's training run."""
+
+    name: str  # zoo name, e.g. "stories-gpt2@step-0100" (spec "zoo:" + name); the final model's own name
+    step: int  # optimizer steps taken
+    tokens_seen: int  # step * batch_size * n_ctx
+    path: Path  # Hugging Face directory (float16 weights for snapshots, float32 for the final model)
+    heldout_loss: float  # nats/token on the held-out positions of the final model's heldout_loss
 
 
 def _strip(name: str) -> str:
@@ -112,8 +131,58 @@ def _path(name: str, kinds: tuple[str, ...], root: str | Path | None) -> Path:
 
 
 def model_dir(name: str = DEFAULT_MODEL, root: str | Path | None = None) -> Path:
-    """Local Hugging Face directory of zoo model ``name``."""
-    return _path(name, ("model",), root)
+    """Local Hugging Face directory of zoo model (or checkpoint) ``name``.
+
+    A checkpoint directory holds no tokenizer: see :func:`tokenizer_dir`.
+    """
+    return _path(name, ("model", "checkpoint"), root)
+
+
+def tokenizer_dir(name: str = DEFAULT_MODEL, root: str | Path | None = None) -> Path:
+    """Directory of the tokenizer of zoo model or checkpoint ``name`` (a checkpoint's is its model's)."""
+    e = entry(name, root)
+    if e["kind"] == "checkpoint":
+        return model_dir(e["of"], root)
+    return model_dir(name, root)
+
+
+def checkpoints(name: str = DEFAULT_MODEL, root: str | Path | None = None,
+                include_final: bool = True) -> list[Checkpoint]:
+    """The training checkpoints of zoo model ``name``, sorted by step.
+
+    With ``include_final`` (default) the last row is the final model itself
+    (its own name, e.g. ``"stories-gpt2"``, step = its training steps).  Every
+    ``heldout_loss`` is measured on the same held-out positions (manifest
+    ``metrics.definition``), so the rows form a loss-vs-training curve.
+    """
+    key = _strip(name)
+    base = Path(root) if root is not None else ZOO_DIR
+    entries = manifest(root)["entries"]
+    final = entry(key, root)
+    if final["kind"] != "model":
+        raise KeyError(f"zoo entry {name!r} is a {final['kind']}, not a model")
+    rows = [Checkpoint(n, int(e["step"]), int(e["tokens_seen"]), base / e["path"], float(e["metrics"]["heldout_loss"]))
+            for n, e in entries.items() if e["kind"] == "checkpoint" and e.get("of") == key]
+    if include_final:
+        tr = final.get("training", {})
+        rows.append(Checkpoint(key, int(tr.get("steps", 0)), int(tr.get("tokens_seen", 0)), base / final["path"],
+                               float(final["metrics"]["heldout_loss"])))
+    return sorted(rows, key=lambda c: c.step)
+
+
+def load_options(name: str = DEFAULT_MODEL, root: str | Path | None = None) -> dict[str, Any]:
+    """Extra ``from_pretrained``-style options a loader needs for zoo model ``name``.
+
+    ``{}`` for a model; for a float16 checkpoint ``{"tokenizer": <the final
+    model's tokenizer>, "dtype": torch.float32}`` (weights upcast on load).
+    """
+    if entry(name, root)["kind"] != "checkpoint":
+        return {}
+    import torch
+    from transformers import AutoTokenizer
+
+    return {"tokenizer": AutoTokenizer.from_pretrained(str(tokenizer_dir(name, root)), local_files_only=True),
+            "dtype": torch.float32}
 
 
 def sae_dir(name: str = DEFAULT_SAE, root: str | Path | None = None) -> Path:
@@ -123,6 +192,9 @@ def sae_dir(name: str = DEFAULT_SAE, root: str | Path | None = None) -> Path:
 
 def _key_numbers(e: dict[str, Any]) -> dict[str, Any]:
     m = e.get("metrics", {})
+    if e["kind"] == "checkpoint":
+        return {"of": e.get("of"), "step": e.get("step"), "tokens_seen": e.get("tokens_seen"),
+                "dtype": e.get("dtype"), "heldout_loss": m.get("heldout_loss")}
     if e["kind"] == "model":
         return {
             "params": e.get("n_parameters"),
@@ -192,13 +264,22 @@ def verify(root: str | Path | None = None, extra: bool = True) -> list[Mismatch]
 
 
 def load_model(name: str = DEFAULT_MODEL, root: str | Path | None = None, **kwargs: Any):
-    """``(model, tokenizer)`` from transformers, loaded offline from the local directory."""
+    """``(model, tokenizer)`` from transformers, loaded offline from the local directory.
+
+    ``name`` may be a checkpoint (``"stories-gpt2@step-0100"``): its float16
+    weights are loaded as float32 (unless ``dtype=`` says otherwise) and the
+    tokenizer is the final model's.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     d = str(model_dir(name, root))
     kwargs.setdefault("local_files_only", True)
+    if entry(name, root)["kind"] == "checkpoint":
+        import torch
+
+        kwargs.setdefault("dtype", torch.float32)
     model = AutoModelForCausalLM.from_pretrained(d, **kwargs)
-    tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir(name, root)), local_files_only=True)
     model.eval()
     return model, tok
 

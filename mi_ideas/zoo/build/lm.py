@@ -221,3 +221,33 @@ def cosine_lr(step: int, total: int, warmup: int, min_frac: float) -> float:
         return (step + 1) / warmup
     p = (step - warmup) / max(1, total - warmup)
     return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+
+@torch.no_grad()
+def bos_effect(root=None, n_stories: int = 300, max_tokens: int = 120) -> dict[str, float]:
+    """Held-out loss on story starts with and without a prepended ``<|endoftext|>``.
+
+    Each of the first ``n_stories`` held-out stories (the manifest's ``heldout_seed``) is
+    tokenized alone (first ``max_tokens`` tokens) and scored on the same positions both
+    ways: the predictions of its tokens 2.. (nats/token, mean over those positions). The
+    zoo README quotes it: ``python -c "from mi_ideas.zoo.build.lm import bos_effect;
+    print(bos_effect())"``.
+    """
+    from mi_ideas import zoo
+    from mi_ideas.data import stories
+
+    model, tok = zoo.load_model(root=root)
+    texts = [s.text for s in stories.generate_stories(n_stories, zoo.manifest(root)["corpus"]["heldout_seed"])]
+    out = {}
+    for key, bos in (("with_bos", True), ("without_bos", False)):
+        total, count = 0.0, 0
+        for t in texts:
+            ids = tok(t, add_special_tokens=False)["input_ids"][:max_tokens]
+            x = torch.tensor([([tok.bos_token_id] if bos else []) + ids])
+            lp = torch.log_softmax(model(x).logits[0, :-1].float(), -1)
+            nll = -lp.gather(-1, x[0, 1:, None]).squeeze(-1)
+            nll = nll[1:] if bos else nll  # same positions: the predictions of tokens 2..
+            total += float(nll.sum())
+            count += nll.numel()
+        out[key] = round(total / count, 4)
+    return out

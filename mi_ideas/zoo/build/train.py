@@ -16,6 +16,9 @@ trained weights, and the SAE / transcoder are trained with SAELens's
 Outputs (relative to the output directory)::
 
     models/stories-gpt2/                   Hugging Face dir (config.json, model.safetensors, tokenizer)
+    models/stories-gpt2-checkpoints/step-NNNN/
+                                           float16 snapshots during training (config.json +
+                                           model.safetensors; the tokenizer is the final model's)
     saes/stories-gpt2-resid2-topk/         SAELens TopK SAE on blocks.2.hook_resid_pre
     saes/stories-gpt2-mlp1-transcoder/     SAELens Transcoder blocks.1.hook_mlp_in -> blocks.1.hook_mlp_out
     manifest.json                          sha256 of every file, configs, metrics
@@ -39,6 +42,7 @@ from typing import Any
 from mi_ideas.zoo import sha256_file as zoo_sha256
 
 MODEL_NAME = "stories-gpt2"
+CHECKPOINTS_DIR = "stories-gpt2-checkpoints"
 SAE_NAME = "stories-gpt2-resid2-topk"
 TRANSCODER_NAME = "stories-gpt2-mlp1-transcoder"
 EOT = "<|endoftext|>"
@@ -61,6 +65,9 @@ class LMConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
+    # float16 snapshots saved during training (the final model is saved as float32 anyway):
+    # roughly doubling, with an early one (step 25: near the unigram loss; step 50: near bigram)
+    checkpoint_steps: tuple[int, ...] = (25, 50, 100, 200, 400)
 
 
 @dataclass
@@ -111,11 +118,15 @@ def smoke_config() -> TrainConfig:
     return TrainConfig(
         n_train_stories=400, n_heldout_stories=60, harvest_rows=40, dict_eval_rows=20,
         lm=LMConfig(n_layer=3, d_model=32, n_head=2, n_ctx=64, vocab_size=600, tokenizer_stories=400,
-                    batch_size=16, steps=20, warmup_steps=2),
+                    batch_size=16, steps=20, warmup_steps=2, checkpoint_steps=(2, 4, 8, 12, 16)),
         sae=SAEConfig(d_sae=64, k=4, steps=80, batch_size=256, lr=3e-3, warmup_steps=2, dead_feature_window=20),
         transcoder=TranscoderConfig(d_sae=64, steps=80, batch_size=256, lr=3e-3, warmup_steps=2,
                                     dead_feature_window=20),
     )
+
+
+_OUTPUT_DIRS = (Path("models") / MODEL_NAME, Path("models") / CHECKPOINTS_DIR,
+                Path("saes") / SAE_NAME, Path("saes") / TRANSCODER_NAME)
 
 
 def _log(msg: str) -> None:
@@ -163,7 +174,19 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, n_ctx: int
 # --------------------------------------------------------------------------- language model
 
 
-def train_lm(cfg: TrainConfig, tokenizer, train_rows, log_every: int = 25):
+def save_checkpoint(model, out_dir: Path) -> None:
+    """A float16 copy of ``model`` as a Hugging Face dir (config.json + model.safetensors only)."""
+    import copy
+
+    snap = copy.deepcopy(model).half().eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    snap.save_pretrained(str(out_dir), safe_serialization=True)
+    for extra in out_dir.iterdir():  # generation_config.json: the final model's applies
+        if extra.name not in ("config.json", "model.safetensors"):
+            extra.unlink()
+
+
+def train_lm(cfg: TrainConfig, tokenizer, train_rows, log_every: int = 25, checkpoint_dir: Path | None = None):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -212,6 +235,9 @@ def train_lm(cfg: TrainConfig, tokenizer, train_rows, log_every: int = 25):
         opt.step()
         run_loss += loss.item()
         run_n += 1
+        if checkpoint_dir is not None and step + 1 in lc.checkpoint_steps:
+            save_checkpoint(model, checkpoint_dir / f"step-{step + 1:04d}")
+            model.train()
         if (step + 1) % log_every == 0 or step + 1 == lc.steps:
             curve.append((step + 1, round(run_loss / run_n, 4)))
             _log(f"lm step {step + 1}/{lc.steps} loss {run_loss / run_n:.4f} "
@@ -219,7 +245,8 @@ def train_lm(cfg: TrainConfig, tokenizer, train_rows, log_every: int = 25):
             run_loss, run_n = 0.0, 0
     model.eval()
     epochs = lc.steps * lc.batch_size / rows.shape[0]
-    return model, {"loss_curve": curve, "seconds": round(time.time() - t0, 1),
+    return model, {"loss_curve": curve, "checkpoint_steps": [s for s in lc.checkpoint_steps if s <= lc.steps],
+                   "seconds": round(time.time() - t0, 1),
                    "epochs": round(epochs, 3), "tokens_seen": lc.steps * lc.batch_size * lc.n_ctx,
                    "n_parameters": int(sum(p.numel() for p in model.parameters()))}
 
@@ -409,9 +436,10 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
     stage = Path(tempfile.mkdtemp(prefix=".zoo-build-", dir=out))
     try:
         model_dir = stage / "models" / MODEL_NAME
+        ckpt_dir = stage / "models" / CHECKPOINTS_DIR
         sae_dir = stage / "saes" / SAE_NAME
         tc_dir = stage / "saes" / TRANSCODER_NAME
-        for d in (model_dir, sae_dir, tc_dir):
+        for d in (model_dir, ckpt_dir, sae_dir, tc_dir):
             d.mkdir(parents=True)
 
         # corpus and tokenizer
@@ -430,8 +458,19 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
              f"corpus ready in {time.time() - t0:.1f}s")
 
         # language model
-        model, lm_stats = train_lm(cfg, tok, train_rows, log_every=max(1, min(25, cfg.lm.steps // 4)))
+        model, lm_stats = train_lm(cfg, tok, train_rows, log_every=max(1, min(25, cfg.lm.steps // 4)),
+                                   checkpoint_dir=ckpt_dir)
         heldout_loss = lm_loss(model, heldout_rows)
+        # checkpoints: held-out loss of the weights as shipped (float16, loaded as float32)
+        from transformers import AutoModelForCausalLM
+
+        ckpt_losses: dict[int, float] = {}
+        for step in lm_stats["checkpoint_steps"]:
+            snap = AutoModelForCausalLM.from_pretrained(str(ckpt_dir / f"step-{step:04d}"),
+                                                        dtype=torch.float32).eval()
+            ckpt_losses[step] = lm_loss(snap, heldout_rows)
+            del snap
+        _log("checkpoint held-out losses: " + ", ".join(f"{k}: {v:.4f}" for k, v in ckpt_losses.items()))
         base = ngram_losses(train_rows, heldout_rows, len(tok))
         _log(f"held-out loss {heldout_loss:.4f}; unigram {base['unigram_add_one']:.4f}, "
              f"bigram(add-one) {base['bigram_add_one']:.4f}, bigram(KN) {base['bigram_kneser_ney']:.4f}")
@@ -469,7 +508,7 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
         del acts, eval_acts
 
         # move into place
-        for rel in (Path("models") / MODEL_NAME, Path("saes") / SAE_NAME, Path("saes") / TRANSCODER_NAME):
+        for rel in _OUTPUT_DIRS:
             dst = out / rel
             if dst.exists():
                 shutil.rmtree(dst)
@@ -479,7 +518,7 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
         shutil.rmtree(stage, ignore_errors=True)
 
     files: dict[str, dict[str, Any]] = {}
-    for rel in (Path("models") / MODEL_NAME, Path("saes") / SAE_NAME, Path("saes") / TRANSCODER_NAME):
+    for rel in _OUTPUT_DIRS:
         for p in sorted((out / rel).rglob("*")):
             if p.is_file():
                 p.chmod(0o644)  # some writers create 0600 files; shipped files must be world-readable
@@ -491,7 +530,8 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
         "format_version": 1,
         "smoke": smoke,
         "description": "Embedded default zoo: a GPT-2-architecture model trained on the mi_ideas "
-                       "synthetic story corpus, its tokenizer, a TopK SAE and a transcoder trained with SAELens.",
+                       "synthetic story corpus, its tokenizer, float16 checkpoints from its training run, "
+                       "a TopK SAE and a transcoder trained with SAELens.",
         "retrain_command": "python -m mi_ideas.zoo.build.train" + (" --smoke" if smoke else ""),
         "corpus": {
             "generator": "mi_ideas.data.stories.generate_stories",
@@ -528,6 +568,24 @@ def run(cfg: TrainConfig, out: Path, smoke: bool = False) -> dict[str, Any]:
                 "training": {**dataclasses.asdict(cfg.lm), **{k: v for k, v in lm_stats.items()
                                                                if k != "n_parameters"}},
             },
+            **{f"{MODEL_NAME}@step-{step:04d}": {
+                "kind": "checkpoint",
+                "of": MODEL_NAME,
+                "step": step,
+                "tokens_seen": step * cfg.lm.batch_size * cfg.lm.n_ctx,
+                "path": f"models/{CHECKPOINTS_DIR}/step-{step:04d}",
+                "format": "huggingface",
+                "architecture": "GPT2LMHeadModel",
+                "dtype": "float16",
+                "tokenizer_from": f"models/{MODEL_NAME}",
+                "metrics": {
+                    "heldout_loss": _r(loss),
+                    "n_heldout_positions": base["n_eval_positions"],
+                    "definition": "mean next-token cross-entropy in nats over every position of the held-out "
+                                  "rows (the same positions as the final model's heldout_loss), with the "
+                                  "float16 weights loaded as float32.",
+                },
+            } for step, loss in ckpt_losses.items()},
             SAE_NAME: {
                 "kind": "sae",
                 "path": f"saes/{SAE_NAME}",
@@ -621,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.lm.steps = args.lm_steps
     out = args.out
     if out is None:
-        out = Path(tempfile.mkdtemp(prefix="mi-ideas-zoo-smoke-")) if args.smoke else Path(__file__).parent
+        # the installed zoo is mi_ideas/zoo, one level above this build/ package
+        out = Path(tempfile.mkdtemp(prefix="mi-ideas-zoo-smoke-")) if args.smoke else Path(__file__).resolve().parents[1]
     run(cfg, out, smoke=args.smoke)
     return 0
 

@@ -9,10 +9,15 @@ from .judges import resolve_judges
 from .prompts import split_dataset, vector_texts
 
 
-def precheck(config: Any, subject: Any = None, dataset: Any = None) -> None:
-    from .run import registered_judges
+def precheck(config: Any, subject: Any = None, dataset: Any = None, saes: Any = None,
+             host: Any = None) -> None:
+    from .run import check_sae, registered_judges, vector_kind
 
-    resolve_judges(config.judges, registered_judges())
+    resolve_judges(config.judges, registered_judges(host))
+    if saes is not None:
+        kind = vector_kind(config, saes)
+        if kind == "sae_latent" and subject is not None:
+            check_sae(subject, saes[0], subject.site(config.site).name, config.sae_latent)
     if subject is not None:
         subject.site(config.site)
     if dataset is not None:

@@ -35,12 +35,14 @@ class Row:
     shown: str
 
 
-def registered_judges() -> dict[str, Any]:
-    """The judges plugins registered through ``mi_ideas_register_judges`` (the host's
-    registry; the built-ins live in .judges)."""
-    from mi_ideas.host import get_host
+def registered_judges(host: Any = None) -> dict[str, Any]:
+    """The judges plugins registered through ``mi_ideas_register_judges`` in the host running
+    the idea (the process-wide host when none is given; the built-ins live in .judges)."""
+    if host is None:
+        from mi_ideas.host import get_host
 
-    return get_host().judges
+        host = get_host()
+    return host.judges
 
 
 def vector_kind(config: SteeringVsPromptingConfig, saes: Sequence[Any]) -> str:
@@ -132,7 +134,7 @@ def run_experiment(ctx: Any, config: SteeringVsPromptingConfig) -> dict[str, Any
 
     subject = ctx.subject
     site = subject.site(config.site).name
-    judges = resolve_judges(config.judges, registered_judges())
+    judges = resolve_judges(config.judges, registered_judges(getattr(ctx, "host", None)))
     kind = vector_kind(config, ctx.saes)
     sae = ctx.saes[0] if kind == "sae_latent" else None
     if sae is not None:
