@@ -158,6 +158,14 @@ def _cases(tmp: Path, toy_host) -> list[tuple[str, list[str], int, str]]:
         ("a steering SAE read at another site than `site`",
          ["run", "steering-vs-prompting", "--sae", "zoo:stories-gpt2-resid2-topk", "--set",
           "site=resid_pre.1", *out], 2, "the dictionary reads resid_pre.2"),
+        ("`ngram-baseline --data zoo-corpus:nope`",
+         ["run", "ngram-baseline", "--data", "zoo-corpus:nope", *out], 2, "no model named 'nope'"),
+        ("n-gram orders that are not distinct whole numbers",
+         ["run", "ngram-baseline", "--set", "orders=[0,2]", *out], 2,
+         "orders must be distinct whole numbers"),
+        ("more checkpoint steps than checkpoints",
+         ["run", "ngram-baseline", "--set", "checkpoint_steps=[1]", *out], 2,
+         "checkpoint_steps has 1 entries but checkpoints has 0"),
         ("an idea that raises mid-run", ["run", "toy-fail", *out], 1, "marked failed"),
     ]
 
