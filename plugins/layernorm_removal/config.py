@@ -32,7 +32,7 @@ class LNRemovalConfig(IdeaConfig):
     n_ctx: int | None = Field(None, ge=8, description="Tokens per training row; None = the "
                               "model's context length, at most 128.")
     lr: float | None = Field(None, gt=0, le=1, description="Peak learning rate; None = the "
-                             "main schedule's (zoo 1e-3, published 6e-4). Every run uses it.")
+                             "main schedule's (zoo 3e-4, published 6e-4). Every run uses it.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Moving-average momentum of each "
                             "site's sigma while it is real (Baroni et al.: 0.9).")

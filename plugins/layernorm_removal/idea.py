@@ -104,7 +104,8 @@ class LayernormRemoval(Idea):
             return ""
         gap, lo, hi = m["ce_gap_vs_control"], m.get("gap_per_prompt_ci_low", math.nan), \
             m.get("gap_per_prompt_ci_high", math.nan)
-        s = (f"Removing every LayerNorm costs {gap:+.3f} nats against the with-LN control "
+        verb = "costs" if gap >= 0 else "changes the loss by"
+        s = (f"Removing every LayerNorm {verb} {gap:+.3f} nats against the with-LN control "
              f"(per-prompt 95% CI [{lo:+.3f}, {hi:+.3f}]; original {m['ce_original']:.3f}, control "
              f"{m['ce_control']:.3f}, LN-free {m['ce_ln_free']:.3f})")
         if "ce_gap_all_at_once_vs_control" in m:
