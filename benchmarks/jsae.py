@@ -1,24 +1,28 @@
 """The Jacobian term's cost: a Jacobian SAE pair's training step with lambda > 0 against the
 same step with lambda = 0.
 
-    python benchmarks/jsae.py [--quick] [--threads N]
+    python benchmarks/jsae.py [--quick] [--threads N] [--d-sae N] [--batch N]
 
 Workload: the zoo's MLP sizes (d_model 128, d_mlp 512, gelu_new), a pair of TopK SAEs with
 d_sae 256 and k 8 (sparsify-model's defaults), batches of 256 random MLP inputs
-(``--batch`` changes it; measured on a busy 2-core machine: 3.0x at 256 tokens and 5.0x at
-4096, SAELens's default batch, so the per-token gathers of k x d_mlp rows, not the
-batch-independent products A and B, dominate the extra cost at large batches).
+(sparsify-model's batch_size; ``--batch`` changes it).
 
 - Baseline, in this same process: the lambda = 0 step (both SAEs' forward, the MLP on SAE
   1's reconstruction, both MSE losses, backward, Adam step): exactly what training a TopK
-  pair without the interaction penalty costs.
-- Jacobian SAE step: the same plus A = W_dec1 W_in and B = W_out W_enc2 and the active
-  k x k Jacobian per token (``active_jacobian``: O(k^2 d_mlp) per token) with its L1 term.
+  pair without the interaction penalty costs. Its encoders are SAELens's TopK (one topk per
+  SAE; ``jsae._TopKOnce`` is SAELens's ``encode_with_hidden_pre`` that keeps the indices),
+  its MLP torch's own gelu.
+- Jacobian SAE step: the same plus A = W_dec1 W_in and B = W_out W_enc2, the MLP's phi' (and
+  phi'' in the backward), and the active k x k Jacobian per token (``_ActiveJacobian``:
+  O(k^2 d_mlp) per token, blocked bmm over gathered rows) with its L1 term.
 
 Both are ``JacobianSAEPair.training_forward_pass`` (SAELens ``TrainStepInput``) + backward
 + ``torch.optim.Adam`` step, SAETrainer's bookkeeping left out of both. Prints the median
-step time of each over alternating rounds (a shared machine is noisy) and the ratio; the
-goal is ratio <= 2.
+step time of each over alternating rounds (a shared machine is noisy: wall clock and this
+thread's CPU time, which leaves out time the thread waited for a core) and the ratio; the
+goal is ratio <= 2. It also prints the matmul FLOPs of both steps and the bytes the
+Jacobian's per-token blocks move, so the distance from what the arithmetic allows is
+visible: the "FLOP floor" is the ratio if every extra FLOP ran at the baseline's FLOP rate.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from sae_lens.saes.sae import TrainStepInput
 
-    from mi_ideas_plugins.dictionary.sparsify_model.jsae import MLP, make_pair
+    from mi_ideas_plugins.dictionary.sparsify_model.jsae import CHUNK, MLP, make_pair
 
     gen = torch.Generator().manual_seed(0)
     d, dm = 128, 512
@@ -62,27 +66,43 @@ def main() -> None:
         out.loss.backward()
         opt.step()
 
-    def timed(lam: float, n: int) -> float:
-        t0 = time.perf_counter()
+    def timed(lam: float, n: int) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.thread_time()
         for _ in range(n):
             step(lam)
-        return (time.perf_counter() - t0) / n
+        return (time.perf_counter() - t0) / n, (time.thread_time() - c0) / n
 
     for lam in pairs:
         timed(lam, 5)  # warm-up
     rounds, n = (5, 10) if args.quick else (15, 20)
-    t0s, t1s = [], []
+    base, jac = [], []
     for _ in range(rounds):
-        t0s.append(timed(0.0, n))
-        t1s.append(timed(1.0, n))
-    m0, m1 = statistics.median(t0s), statistics.median(t1s)
-    ratios = [b / a for a, b in zip(t0s, t1s)]
-    print(f"d_model {d}, d_mlp {dm}, d_sae {args.d_sae}, k {args.k}, batch {len(x)}, "
-          f"{args.threads} thread(s)")
-    print(f"lambda = 0 step (baseline):   {m0 * 1e3:.2f} ms")
-    print(f"lambda > 0 step (Jacobian):   {m1 * 1e3:.2f} ms")
-    print(f"ratio (median of {rounds} alternating rounds): {statistics.median(ratios):.2f}x  (goal <= 2x)")
-
+        base.append(timed(0.0, n))
+        jac.append(timed(1.0, n))
+    t, s, k = args.batch, args.d_sae, args.k
+    # matmul FLOPs (2 per multiply-add). lambda = 0 forward: encode and decode of both SAEs
+    # (4 t d s) and the MLP (2 t d dm); backward: the 4 SAE weight gradients and 3 activation
+    # gradients through SAE matmuls (x needs none), 2 through the frozen MLP's (no weight grads)
+    fwd0 = 2 * t * (4 * d * s + 2 * d * dm)
+    bwd0 = 2 * t * (7 * d * s + 2 * d * dm)
+    extra_mm = 2 * 4 * s * d * dm                        # A, B and dW_dec, dW_enc2 through them
+    extra_bmm = 3 * 2 * t * k * k * dm                   # J, and G^T (B phi'), G A_sel in the backward
+    block = t * k * dm * 4                               # bytes of one (t, k, d_mlp) float32 block
+    print(f"d_model {d}, d_mlp {dm}, d_sae {s}, k {k}, batch {t}, {args.threads} thread(s)")
+    for i, what in ((0, "wall clock"), (1, "thread CPU time")):
+        m0 = statistics.median(b[i] for b in base)
+        m1 = statistics.median(j[i] for j in jac)
+        ratio = statistics.median(j[i] / b[i] for b, j in zip(base, jac))
+        print(f"[{what}] lambda = 0 step (baseline): {m0 * 1e3:.2f} ms; lambda > 0 step (Jacobian): "
+              f"{m1 * 1e3:.2f} ms; ratio (median of {rounds} alternating rounds): {ratio:.2f}x  (goal <= 2x)")
+    print(f"matmul FLOPs: lambda = 0 step {(fwd0 + bwd0) / 1e6:.0f} M; Jacobian term +{extra_mm / 1e6:.0f} M "
+          f"(A, B and their gradients, batch-independent) +{extra_bmm / 1e6:.0f} M (per-token k x k blocks); "
+          f"FLOP floor {(fwd0 + bwd0 + extra_mm + extra_bmm) / (fwd0 + bwd0):.2f}x")
+    print(f"memory: the per-token blocks are {block / 2**20:.1f} MiB each (t x k x d_mlp float32), "
+          f"gathered 4x, scaled 3x, read by 3 bmm and 2 index_add_ per step in blocks of "
+          f"{min(CHUNK, t)} tokens ({min(CHUNK, t) * k * dm * 4 / 2**10:.0f} KiB, cache-resident); "
+          f"the MLP's phi, phi', phi'' take ~20 elementwise passes over (t, d_mlp) against 2 for "
+          f"torch's gelu and its backward")
 
 if __name__ == "__main__":
     main()

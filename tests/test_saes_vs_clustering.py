@@ -165,6 +165,65 @@ def test_purity_recovers_planted_units_and_not_random_ones():
     assert f["n_units"] == 1 and f["per_unit"][0] is None
 
 
+def test_in_memory_rows_reach_the_array_backends_without_a_copy():
+    """sklearn / faiss need one array: an in-memory source hands over its own rows (same
+    storage), a transformed one a single concatenation of the mapped batches."""
+    from mi_ideas_plugins.dictionary.common.rows import RowSource
+
+    x = torch.randn(100, 6)
+    src = RowSource.of(x)
+    assert src.materialize().data_ptr() == src._tensor.data_ptr()
+    torch.testing.assert_close(src.mapped(lambda b: b * 2).materialize(), x * 2)
+
+
+def test_paired_text_bootstrap_separates_planted_units_from_random_ones():
+    """The paired SAE-vs-clustering comparison: planted pure units against random ones give
+    an excess-purity difference whose interval excludes 0; two equally random dictionaries
+    give one that covers 0; the vectorised bootstrap scorer equals unit_purity."""
+    import numpy as np
+
+    from mi_ideas_plugins.dictionary.common.purity import (
+        _replicate_purity,
+        _text_candidates,
+        _top_rows,
+        paired_text_bootstrap,
+        unit_purity,
+    )
+
+    g = torch.Generator().manual_seed(1)
+    n_texts, per = 40, 50
+    doc = torch.arange(n_texts).repeat_interleave(per)
+    names = ["none", "colour", "animal", "food"]
+    lab_idx = torch.randint(4, (len(doc),), generator=g)
+    labels = [names[i] for i in lab_idx.tolist()]
+    planted = torch.stack([(lab_idx == j).float() + 0.1 * torch.rand(len(doc), generator=g)
+                           for j in range(4)], 1)
+    noise = torch.randn(len(doc), 16, generator=g)
+    noise2 = torch.randn(len(doc), 16, generator=g)
+    every = torch.ones_like(noise, dtype=torch.bool)
+    c = paired_text_bootstrap((planted, planted > 0.5), (noise, every), labels, doc, 20,
+                              np.random.default_rng(0), n_boot=200)
+    assert c["n_texts"] == n_texts
+    assert c["purity_excess_diff"] > 0.3 and c["purity_excess_diff_ci_lo"] > 0.2
+    assert c["purity_excess_diff_p"] < 0.01
+    null = paired_text_bootstrap((noise, every), (noise2, every), labels, doc, 20,
+                                 np.random.default_rng(0), n_boot=200)
+    assert null["purity_excess_diff_ci_lo"] < 0 < null["purity_excess_diff_ci_hi"]
+    # top contexts: ties (repeated contexts) go to the earlier row, as a stable sort orders them
+    tied = torch.randint(-3, 4, (57, 9), generator=g).float()
+    tied[torch.rand(57, 9, generator=g) < 0.2] = float("-inf")
+    assert torch.equal(_top_rows(tied, 10), torch.sort(tied, dim=0, descending=True, stable=True).indices[:10])
+    # a replicate's purity (from per-text candidates) is unit_purity on the picked texts' rows,
+    # a text picked twice counting twice
+    lab = lab_idx.numpy()
+    rows_of = [torch.nonzero(doc == t)[:, 0] for t in range(n_texts)]
+    cand = _text_candidates(noise, every, (lab_idx,), rows_of, 20)
+    for picks in (torch.arange(n_texts), torch.tensor([3, 3, 7, 11, 11, 11, 20, 39])):
+        rows = torch.cat([rows_of[i] for i in picks])
+        p, _ = unit_purity(noise[rows], every[rows], lab[rows.numpy()], 20)
+        assert _replicate_purity(cand, picks, 20, 4)[0] == pytest.approx(float(np.nanmean(p)))
+
+
 # --------------------------------------------------------------------------- pieces vs independent
 
 
@@ -277,10 +336,18 @@ def test_zoo_run(tmp_path):
     assert m["kmeans.32.ev"] > m["random.32.ev"]
     # the zoo's own SAE (d_sae 1024, k 16) is a good reconstruction of resid_pre.2
     assert m["sae_given.1024.ev"] > 0.9 and m["sae_given.1024.ce_loss_score"] > 0.9
-    assert m["ce_zero_ablation"] > m["ce_mean_ablation"] > m["ce_clean"]
+    # ablating the site costs loss (which of zero / mean ablation costs more is a fact about
+    # the model, not the method: the corpus-v2 zoo has mean ablation worse than zero)
+    assert min(m["ce_zero_ablation"], m["ce_mean_ablation"]) > m["ce_clean"]
     # a worse reconstruction (lower EV) costs more loss than the zoo SAE's
     assert m["kmeans.8.ce_increase"] > m["sae_given.1024.ce_increase"]
     assert m["sae.32.purity_shuffled"] == pytest.approx(m["sae.32.purity"] - m["sae.32.purity_excess"])
+    for k in (8, 32):  # purity at every K, and the paired SAE-vs-clustering comparison
+        for meth in ("kmeans", "kmeans_scaled", "pca_kmeans", "sae", "random"):
+            assert f"{meth}.{k}.purity" in m
+        c = f"cmp.sae_vs_kmeans.{k}.purity_excess_diff"
+        assert m[c + "_ci_lo"] <= m[c] <= m[c + "_ci_hi"] and m[f"cmp.sae_vs_kmeans.{k}.n_texts"] == 12
+        assert m[c] == pytest.approx(m[f"sae.{k}.purity_excess"] - m[f"kmeans.{k}.purity_excess"], abs=1e-9)
     export = json.loads((Path(rec.run_dir) / "artifacts" / "saebench-sae_given.1024.json").read_text())
     mpp = export["eval_result_metrics"]["model_performance_preservation"]
     assert mpp["ce_loss_score"] == pytest.approx(m["sae_given.1024.ce_loss_score"])

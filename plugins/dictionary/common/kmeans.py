@@ -168,7 +168,13 @@ def kmeans(source: RowSource, k: int, *, n_iter: int = 30, seed: int = 0,
     given ``init``), then ``n_iter`` Lloyd iterations with the chosen back-end.
 
     ``torch`` streams (any number of rows); ``sklearn`` (``KMeans(algorithm="lloyd",
-    n_init=1, tol=0)``) and ``faiss`` (``faiss.Kmeans``) read every row into memory first.
+    n_init=1, tol=0)``) and ``faiss`` (``faiss.Kmeans``) cannot stream (both run full-batch
+    Lloyd over one in-memory array; scikit-learn's streaming ``MiniBatchKMeans.partial_fit``
+    is another algorithm), so they are handed every row once: the in-memory rows themselves
+    when the source holds them (no copy; ``RowSource.materialize``), else one array read
+    from the harvest. scikit-learn then makes its own centred copy (``copy_x=True``;
+    ``copy_x=False`` would centre the shared rows in place and restore them only up to
+    rounding, changing what the other methods see).
     With k at least the number of rows every row is its own centroid.
     """
     if k < 1:
@@ -185,7 +191,7 @@ def kmeans(source: RowSource, k: int, *, n_iter: int = 30, seed: int = 0,
         return lloyd(source, init, n_iter)
     import numpy as np
 
-    x = np.ascontiguousarray(torch.cat(list(source.batches())).numpy(), dtype=np.float32)
+    x = np.ascontiguousarray(source.materialize().numpy(), dtype=np.float32)  # no copy if float32
     c0 = np.ascontiguousarray(init.numpy(), dtype=np.float32)
     if backend == "sklearn":
         from sklearn.cluster import KMeans

@@ -50,6 +50,13 @@ class RowSource:
         out.transform = fn if self.transform is None else (lambda b, f=self.transform: fn(f(b)))
         return out
 
+    def materialize(self) -> torch.Tensor:
+        """Every row as one tensor: the in-memory rows themselves (no copy) when there is no
+        transform, else one concatenation of the (transformed / streamed) batches."""
+        if self._tensor is not None and self.transform is None:
+            return self._tensor.contiguous()
+        return torch.cat(list(self.batches()))
+
     def batches(self, batch_size: int = 8192) -> Iterator[torch.Tensor]:
         """One pass over every row, in order, ``batch_size`` rows at a time."""
         f = self.transform or (lambda b: b)

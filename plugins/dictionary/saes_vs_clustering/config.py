@@ -58,9 +58,13 @@ class SaesVsClusteringConfig(IdeaConfig):
     sae_lr: float = Field(3e-3, gt=0, description="SAE learning rate (Adam, SAELens defaults).")
     purity_top: int = Field(10, ge=2, description="Top-activating held-out rows per unit "
                             "whose concept labels decide its purity.")
-    purity_size: int | None = Field(None, description="The K at which purity is compared "
-                                    "(default: the largest of sizes); SAEs given with --sae "
-                                    "are scored at their own size.")
+    purity_size: int | None = Field(None, description="The K the headlines and the answer "
+                                    "quote (default: the largest of sizes); purity and the "
+                                    "paired SAE-vs-clustering comparison are measured at every "
+                                    "K of sizes, SAEs given with --sae at their own size.")
+    purity_bootstrap: int = Field(500, ge=50, description="Resamples of the held-out texts in "
+                                  "the paired bootstrap comparing SAE and clustering purity "
+                                  "(cmp.sae_vs_METHOD.K.*).")
     ce: bool = Field(True, description="Compute the CE loss with each reconstruction spliced "
                      "into the model (harvested activations only).")
     ce_texts: int | None = Field(16, ge=1, description="Held-out texts (the first ones) whose "

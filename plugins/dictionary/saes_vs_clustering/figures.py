@@ -39,17 +39,18 @@ def purity_figure(details: dict[str, Any]):
     import matplotlib.pyplot as plt
 
     items = list(details["purity"].items())
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(items)), 4.2))
     xs = range(len(items))
     real = [v["purity"] for _, v in items]
     shuf = [v["purity_shuffled"] for _, v in items]
     ax.bar([x - 0.2 for x in xs], real, 0.4, label="top-context purity")
     ax.bar([x + 0.2 for x in xs], shuf, 0.4, label="shuffled labels", color="lightgrey")
     ax.set_xticks(list(xs))
-    ax.set_xticklabels([f"{k}\n({v['n_units']} units)" for k, v in items], fontsize=7,
-                       rotation=30, ha="right")
+    ax.set_xticklabels([f"{k} ({v['n_units']} units)" for k, v in items], fontsize=7,
+                       rotation=55, ha="right")
     ax.set_ylim(0, 1.2)
     ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    ax.set_ylabel("fraction of top contexts with the majority label")
+    ax.set_ylabel("share of top contexts with the majority label", fontsize=8)
     ax.legend(fontsize=8, loc="upper center", ncol=2)
+    fig.tight_layout()
     return fig

@@ -25,8 +25,10 @@ class SaesVsClustering(Idea):
     Metrics ``METHOD.K.ev`` (explained variance 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²), ``.mse``,
     ``.l0`` and, for harvested activations, ``.ce_increase`` / ``.ce_loss_score`` with the
     reconstruction spliced into the model. On the zoo corpus (every concept word labelled
-    by its generator), ``METHOD.K.purity``: the concept purity of each unit's top-activating
-    held-out contexts, next to the same units with shuffled labels.
+    by its generator), ``METHOD.K.purity`` at every K: the concept purity of each unit's
+    top-activating held-out contexts, next to the same units with shuffled labels, and
+    ``cmp.sae_vs_METHOD.K.*``: SAE latents' excess purity minus each clustering's, with a
+    paired bootstrap over held-out texts.
 
     Inputs: a harvest of ``site`` (``--model``, ``--data``), or your own rows with
     ``activations=PATH`` (a safetensors file with a tensor ``activations`` of shape
@@ -116,6 +118,14 @@ class SaesVsClustering(Idea):
                        f"shuffled ({verdict}, 95% CI of the excess [{lo:+.2f}, {hi:+.2f}])")
         if pur:
             text += f" Top-context concept purity at K={kp}: " + "; ".join(pur) + "."
+        c = f"cmp.sae_vs_kmeans.{kp}.purity_excess_diff"
+        if c in m and not math.isnan(m[c]) and not math.isnan(m.get(c + "_ci_lo", math.nan)):
+            lo, hi = m[c + "_ci_lo"], m[c + "_ci_hi"]
+            verdict = ("SAE latents purer" if lo > 0 else "k-means clusters purer" if hi < 0
+                       else "no clear difference")
+            text += (f" SAE minus k-means excess purity at K={kp}: {m[c]:+.2f} (95% CI "
+                     f"[{lo:+.2f}, {hi:+.2f}], paired bootstrap over "
+                     f"{int(m[f'cmp.sae_vs_kmeans.{kp}.n_texts'])} held-out texts): {verdict}.")
         return text
 
     def run(self, ctx: RunContext, config: SaesVsClusteringConfig) -> SaesVsClusteringResult:

@@ -189,7 +189,8 @@ def run(ctx: RunContext, config: SaesVsClusteringConfig) -> SaesVsClusteringResu
         ctx.log(line)
         details["curves"].setdefault(curve or method, {})[str(k)] = stats
 
-    purity_scores: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
+    # every method's unit scores at every K (purity is measured at each size of the sweep)
+    purity_scores: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
     saes: dict[str, Any] = {}
     methods = list(config.methods)
     for k in ctx.progress(config.sizes, desc="sizes"):
@@ -199,23 +200,20 @@ def run(ctx: RunContext, config: SaesVsClusteringConfig) -> SaesVsClusteringResu
         if "kmeans" in methods:
             j, dist = nearest(x_eval, km.centroids)
             record("kmeans", k, km.centroids[j], 1.0)
-            if k == purity_k:
-                purity_scores["kmeans"] = _cluster_scores(j, -dist, k) + (k,)
+            purity_scores[("kmeans", k)] = _cluster_scores(j, -dist, k)
         if "kmeans_scaled" in methods:
             sk = scaled_kmeans(inputs.train, k, mean=mean, n_iter=config.kmeans_iters,
                                seed=_seed(ctx, f"kmeans_scaled.{k}"))
             j, a = sk.codes(x_eval)
             record("kmeans_scaled", k, sk.reconstruct(x_eval), 1.0)
-            if k == purity_k:
-                purity_scores["kmeans_scaled"] = _cluster_scores(j, a.abs(), k) + (k,)
+            purity_scores[("kmeans_scaled", k)] = _cluster_scores(j, a.abs(), k)
         if "pca_kmeans" in methods:
             proj = inputs.train.mapped(lambda b: (b - mean) @ pcs.T)
             pk = kmeans(proj, k, n_iter=config.kmeans_iters, seed=_seed(ctx, f"pca_kmeans.{k}"),
                         backend=config.kmeans_backend)
             j, dist = nearest((x_eval - mean) @ pcs.T, pk.centroids)
             record("pca_kmeans", k, mean + pk.centroids[j] @ pcs, 1.0)
-            if k == purity_k:
-                purity_scores["pca_kmeans"] = _cluster_scores(j, -dist, k) + (k,)
+            purity_scores[("pca_kmeans", k)] = _cluster_scores(j, -dist, k)
         if "sae" in methods:
             kk = config.sae_k if config.sae_k < k else max(1, k // 2)
             sae, info = train_topk_sae(
@@ -230,15 +228,13 @@ def run(ctx: RunContext, config: SaesVsClusteringConfig) -> SaesVsClusteringResu
                 x_hat = sae.decode(feats)
             record("sae", k, x_hat, float((feats != 0).sum(-1).float().mean()))
             saes[f"sae.{k}"] = sae
-            if k == purity_k:
-                purity_scores["sae"] = (feats, feats > 0, k)
+            purity_scores[("sae", k)] = (feats, feats > 0)
         if "random" in methods:
             r = random_dictionary(d, k, ctx.generator_for(f"random.{k}"))
             l0 = config.sae_k if config.sae_k < k else max(1, k // 2)
             x_hat, proj = random_reconstruct(x_eval, mean, r, l0)
             record("random", k, x_hat, float(min(l0, k, d)))
-            if k == purity_k:
-                purity_scores["random"] = (proj, torch.ones_like(proj, dtype=torch.bool), k)
+            purity_scores[("random", k)] = (proj, torch.ones_like(proj, dtype=torch.bool))
 
     for i, sae in enumerate(ctx.saes):
         name = _given_sae_name(sae, i, ctx.saes)
@@ -257,11 +253,11 @@ def run(ctx: RunContext, config: SaesVsClusteringConfig) -> SaesVsClusteringResu
         k = int(sae.cfg.d_sae)
         record(name, k, x_hat, float((feats != 0).sum(-1).float().mean()), curve=name)
         saes[f"{name}.{k}"] = sae
-        purity_scores[name] = (feats.float(), feats > 0, k)
+        purity_scores[(name, k)] = (feats.float(), feats > 0)
         details["given_saes"].append({"name": name, "d_sae": k})
 
     if inputs.labels is not None:
-        for method, (scores, active, k) in purity_scores.items():
+        for (method, k), (scores, active) in purity_scores.items():
             summary = pur_mod.purity_summary(scores, active, inputs.labels, config.purity_top,
                                              ctx.rng_for("purity-shuffle"))
             details["purity"][f"{method}.{k}"] = summary
@@ -273,6 +269,27 @@ def run(ctx: RunContext, config: SaesVsClusteringConfig) -> SaesVsClusteringResu
                     f"{what}, top_contexts={config.purity_top}: {pur_mod.DEFS[base]}")
             ctx.log(f"{method}.{k}: purity {summary['purity']:.3f} vs shuffled "
                     f"{summary['purity_shuffled']:.3f} over {summary['n_units']} units")
+        # SAE latents against each clustering at the same K: paired over held-out texts,
+        # one set of resamples per K for every comparison
+        for k in config.sizes:
+            others = {o: purity_scores[(o, k)] for o in ("kmeans", "kmeans_scaled", "pca_kmeans", "random")
+                      if (o, k) in purity_scores}
+            if ("sae", k) not in purity_scores or not others:
+                continue
+            comparisons = pur_mod.paired_text_bootstrap_many(
+                purity_scores[("sae", k)], others, inputs.labels, inputs.eval_doc, config.purity_top,
+                ctx.rng_for(f"purity-paired.{k}"), n_boot=config.purity_bootstrap,
+                shuffle_rng=ctx.rng_for("purity-shuffle"))
+            for other, c in comparisons.items():
+                prefix = f"cmp.sae_vs_{other}.{k}"
+                what = f"TopK SAE latents vs {METHOD_DEFS[other]} (K={k}, top_contexts={config.purity_top})"
+                for key, value in c.items():
+                    base = "n_texts" if key == "n_texts" else "purity_excess_diff"
+                    add(f"{prefix}.{key}", value, f"{what}: {pur_mod.DEFS[base]}")
+                details.setdefault("purity_paired", {})[f"sae_vs_{other}.{k}"] = c
+                ctx.log(f"{prefix}: excess purity difference {c['purity_excess_diff']:+.3f} "
+                        f"[{c['purity_excess_diff_ci_lo']:+.3f}, {c['purity_excess_diff_ci_hi']:+.3f}], "
+                        f"p = {c['purity_excess_diff_p']:.3g} over {int(c['n_texts'])} texts")
     else:
         ctx.log("no concept labels for these rows (only the zoo corpus has them): purity skipped")
 

@@ -28,10 +28,19 @@ class SparsifyModelConfig(IdeaConfig):
     toy: bool = Field(True, description="Also run the planted toy MLP (a sparse, known "
                       "feature-to-feature map; metrics prefixed toy.).")
     toy_features: int = Field(24, ge=2, le=256, description="Toy: input (= output) features.")
-    toy_lambdas: list[float] = Field([0.1], description="Toy: Jacobian coefficients (0 is always run).")
+    toy_lambdas: list[float] = Field([0.05], description="Toy: Jacobian coefficients (0 is always "
+                                     "run; 0.05 recovers the planted edges at seeds 0-3, 0.1 starts "
+                                     "to pull SAE 2 off the planted output directions).")
     toy_steps: int = Field(800, ge=10, description="Toy: SAETrainer steps per pair.")
     reinit_control: bool = Field(True, description="Repeat the lambda sweep on the re-initialised "
                                  "model (same architecture, fresh weights).")
+    scale_match_control: bool = Field(True, description="Rescale the re-initialised model's MLP "
+                                      "input and output (and its MLP to match) per layer so their "
+                                      "mean norms on the training tokens equal the trained "
+                                      "model's: the control then differs in its weights, not in "
+                                      "the scale lambda and eps are read against (raw norms and "
+                                      "the scales are reported: reinit.mlp_*_norm, "
+                                      "reinit.mlp_*_scale).")
 
     @model_validator(mode="after")
     def _check(self) -> "SparsifyModelConfig":

@@ -39,9 +39,14 @@ GLOBAL = {
     "respect to the active input latents (float64).",
     "n_layers": "Number of MLP layers sparsified (the lambda_{l}.* metrics are means over "
     "them; layer{L}.lambda_{l}.* give each layer).",
-    "mlp_in_norm": "Mean L2 norm of the MLP input over held-out tokens, mean over layers (the "
-    "scale the Jacobian, eps and lambda are read against).",
-    "mlp_out_norm": "Mean L2 norm of the MLP output over held-out tokens, mean over layers.",
+    "mlp_in_norm": "Mean L2 norm of the MLP input over held-out tokens, in the model's own "
+    "units (for the control: before the scale matching of scale_match_control); mean over layers.",
+    "mlp_out_norm": "Mean L2 norm of the MLP output over held-out tokens, in the model's own "
+    "units (for the control: before scale matching); mean over layers.",
+    "mlp_in_scale": "s_x: the control's MLP input is divided by s_x so that its mean norm on "
+    "the training tokens equals the trained model's (1 = no rescaling); mean over layers.",
+    "mlp_out_scale": "s_y: the same for the control's MLP output (its MLP rescaled to "
+    "y / s_y = MLP(s_x x') / s_y); mean over layers.",
     "n_train_tokens": "Training tokens per layer (BOS excluded).",
     "ce_clean": "Clean next-token cross-entropy on the CE texts (nats).",
 }

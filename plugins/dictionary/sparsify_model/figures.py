@@ -14,7 +14,9 @@ def figures(result: Any) -> dict[str, Any]:
     m = result.metrics
     lams = result.details["lambdas"]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    for prefix, label in (("", "model"), ("reinit.", "re-initialised")):
+    matched = m.get("reinit.mlp_out_scale", 1.0) != 1.0
+    reinit = "re-initialised (scale-matched)" if matched else "re-initialised"
+    for prefix, label in (("", "model"), ("reinit.", reinit)):
         if f"{prefix}lambda_0.ev" not in m:
             continue
         dens = [m[f"{prefix}lambda_{lam:g}.jacobian_density"] for lam in lams]

@@ -18,7 +18,9 @@ class SparsifyModel(Idea):
     (O(k^2 d_mlp) per token). For each lambda of the sweep (0 always included, the
     control): explained variance, L0, spliced CE-loss increase, Jacobian density,
     edges per feature and training time against lambda = 0; the same sweep on the
-    re-initialised model (control). Reads the MLP weights, so it runs locally only.
+    re-initialised model (control), its MLP input and output rescaled per layer to the
+    trained model's mean norms (the raw norms and scales reported). Reads the MLP weights,
+    so it runs locally only.
     """
 
     name = "sparsify-model"

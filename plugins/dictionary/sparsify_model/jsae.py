@@ -32,42 +32,64 @@ from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 ACTIVATIONS = ("relu", "gelu_new", "gelu")
 
 
-def _act_terms(name: str, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """phi(pre), phi'(pre) and phi''(pre) in closed form (no autograd graph)."""
+_C, _A = math.sqrt(2.0 / math.pi), 0.044715  # gelu_new: 0.5 x (1 + tanh(c (x + a x^3)))
+
+
+def _act_first(name: str, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """phi(pre), phi'(pre) in closed form (no autograd graph; in-place where a temporary
+    allows), and the terms phi'' needs."""
     if name == "relu":
-        return torch.relu(pre), (pre > 0).to(pre.dtype), torch.zeros_like(pre)
-    if name == "gelu_new":  # 0.5 x (1 + tanh(u)), u = c (x + a x^3), c = sqrt(2 / pi), a = 0.044715
-        c, a = math.sqrt(2.0 / math.pi), 0.044715
-        t = torch.tanh(c * (pre + a * pre ** 3))
-        du = c * (1 + 3 * a * pre ** 2)
-        sech2 = 1 - t ** 2
-        d1 = 0.5 * (1 + t) + 0.5 * pre * sech2 * du
-        d2 = sech2 * (du + 0.5 * pre * (6 * a * c * pre - 2 * t * du ** 2))
-        return 0.5 * pre * (1 + t), d1, d2
+        d1 = (pre > 0).to(pre.dtype)
+        return pre * d1, d1, ()
+    if name == "gelu_new":
+        p2 = pre * pre
+        t = torch.addcmul(pre, pre, p2, value=_A).mul_(_C).tanh_()      # tanh(u), u = c (x + a x^3)
+        half = t.add(1).mul_(0.5)                                       # 0.5 (1 + t)
+        du = p2.mul_(3 * _C * _A).add_(_C)                              # du/dx
+        sech2 = torch.addcmul(torch.ones_like(t), t, t, value=-1)        # 1 - t^2
+        d1 = torch.mul(pre, du).mul_(sech2).mul_(0.5).add_(half)        # 0.5 (1 + t) + 0.5 x sech2 du
+        return pre * half, d1, (pre, t, du, sech2)
     if name == "gelu":  # x Phi(x)
-        cdf = 0.5 * (1 + torch.erf(pre / math.sqrt(2.0)))
-        pdf = torch.exp(-0.5 * pre ** 2) / math.sqrt(2 * math.pi)
-        return pre * cdf, cdf + pre * pdf, pdf * (2 - pre ** 2)
+        cdf = torch.erf(pre * (1 / math.sqrt(2.0))).mul_(0.5).add_(0.5)
+        pdf = torch.mul(pre, pre).mul_(-0.5).exp_().mul_(1 / math.sqrt(2 * math.pi))
+        return pre * cdf, torch.addcmul(cdf, pre, pdf), (pre, pdf)
     raise ValueError(f"activation {name!r} is not one of {ACTIVATIONS}")
+
+
+def _act_second(name: str, saved: tuple) -> torch.Tensor | None:
+    """phi''(pre) from :func:`_act_first`'s saved terms (None: identically 0)."""
+    if name == "relu":
+        return None
+    if name == "gelu_new":
+        pre, t, du, sech2 = saved
+        # phi'' = sech2 (du + 0.5 x (6 a c x - 2 t du^2)) = sech2 (du + x (3 a c x - t du^2))
+        return torch.mul(t, du).mul_(du).neg_().add_(pre, alpha=3 * _A * _C).mul_(pre).add_(du).mul_(sech2)
+    pre, pdf = saved  # gelu
+    return torch.mul(pre, pre).neg_().add_(2).mul_(pdf)
 
 
 class _ActAndGrad(torch.autograd.Function):
     """(phi(pre), phi'(pre)) with the backward g_h phi' + g_d phi'' in closed form: written
     by hand because autograd through the elementwise derivative formula records and replays
-    a dozen (batch, d_mlp) operations per step (benchmarks/jsae.py)."""
+    a dozen (batch, d_mlp) operations per step (benchmarks/jsae.py). The forward computes
+    phi and phi' in one pass sharing the tanh / erf; phi'' is formed in the backward from
+    the saved terms."""
 
     @staticmethod
     def forward(ctx, pre, name):  # type: ignore[override]
-        h, d1, d2 = _act_terms(name, pre)
-        ctx.save_for_backward(d1, d2)
+        h, d1, saved = _act_first(name, pre)
+        ctx.name = name
+        ctx.save_for_backward(d1, *saved)
         return h, d1
 
     @staticmethod
     def backward(ctx, g_h, g_d):  # type: ignore[override]
-        d1, d2 = ctx.saved_tensors
+        d1, *saved = ctx.saved_tensors
         g = g_h * d1 if g_h is not None else torch.zeros_like(d1)
         if g_d is not None:
-            g = g + g_d * d2
+            d2 = _act_second(ctx.name, tuple(saved))
+            if d2 is not None:
+                g = g.add_(d2.mul_(g_d))
         return g, None
 
 
@@ -96,44 +118,66 @@ class MLP:
         return fn(pre) @ self.w_out + self.b_out
 
 
+CHUNK = 32  # tokens per block: the gathered (CHUNK, k, d_mlp) rows stay in L2 (512 KiB at k 8, d_mlp 512)
+
+
 class _ActiveJacobian(torch.autograd.Function):
     """J[t] = B_sel[t] · diag(dphi[t]) · A_sel[t]^T with a closed-form backward.
 
-    Written by hand (no library has it) because autograd's generic backward of the gather
-    + broadcast multiply + bmm chain allocates and re-reads several (batch, k, d_mlp)
-    temporaries; here the backward reuses the forward's gathered rows and the scaled
-    B_sel, and needs two bmm, one multiply and two index_add_ (benchmarks/jsae.py).
-    For G = dL/dJ:  dA_sel = G^T · (B_sel·dphi),  W = G · A_sel,
-    d(dphi) = sum_j W ⊙ B_sel,  dB_sel = W ⊙ dphi.
+    Written by hand (no library has it): autograd's generic gather + broadcast multiply +
+    bmm chain allocates and re-reads several (batch, k, d_mlp) temporaries (4 MiB each at
+    the default shapes, each a fresh allocation and a pass through DRAM). Here tokens go in
+    blocks of ``CHUNK`` through preallocated buffers, so every gathered block is written,
+    scaled and read by the bmm while it is in cache; the backward gathers the rows again
+    (cheaper than keeping them: A and B are 512 KiB and stay cached) and, for G = dL/dJ,
+    dA_sel = G^T · (B_sel·dphi),  W = G · A_sel,  d(dphi) = sum_j W ⊙ B_sel,
+    dB_sel = W ⊙ dphi  (three bmm per block in all, forward included).
     """
 
     @staticmethod
     def forward(ctx, a, bt, dphi, idx_in, idx_out):  # type: ignore[override]
         t, k1 = idx_in.shape
-        a_sel = a.index_select(0, idx_in.reshape(-1)).view(t, k1, -1)               # (t, k1, d_mlp)
-        b_sel = bt.index_select(0, idx_out.reshape(-1)).view(t, idx_out.shape[1], -1)  # (t, k2, d_mlp)
-        b_scaled = b_sel * dphi[:, None, :]
-        ctx.save_for_backward(a_sel, b_sel, b_scaled, dphi, idx_in, idx_out)
-        ctx.n_a, ctx.n_b = a.shape[0], bt.shape[0]
-        return torch.bmm(b_scaled, a_sel.transpose(1, 2))
+        k2, dm = idx_out.shape[1], a.shape[1]
+        c = min(CHUNK, t)
+        out = dphi.new_empty(t, k2, k1)
+        a_buf, b_buf = a.new_empty(c * k1, dm), a.new_empty(c * k2, dm)
+        for s in range(0, t, c):
+            n = min(c, t - s)
+            a_sel = torch.index_select(a, 0, idx_in[s:s + n].reshape(-1), out=a_buf[:n * k1]).view(n, k1, dm)
+            b_sel = torch.index_select(bt, 0, idx_out[s:s + n].reshape(-1), out=b_buf[:n * k2]).view(n, k2, dm)
+            b_sel.mul_(dphi[s:s + n, None, :])
+            torch.bmm(b_sel, a_sel.transpose(1, 2), out=out[s:s + n])
+        ctx.save_for_backward(a, bt, dphi, idx_in, idx_out)
+        return out
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        a_sel, b_sel, b_scaled, dphi, idx_in, idx_out = ctx.saved_tensors
-        d_mlp = a_sel.shape[-1]
-        ga = gb = gd = None
-        if ctx.needs_input_grad[0]:
-            g_a_sel = torch.bmm(g.transpose(1, 2), b_scaled)                      # (t, k1, d_mlp)
-            ga = a_sel.new_zeros(ctx.n_a, d_mlp).index_add_(0, idx_in.reshape(-1),
-                                                            g_a_sel.reshape(-1, d_mlp))
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            w = torch.bmm(g, a_sel)                                               # (t, k2, d_mlp)
-            if ctx.needs_input_grad[2]:
-                gd = (w * b_sel).sum(1)
-            if ctx.needs_input_grad[1]:
-                w.mul_(dphi[:, None, :])
-                gb = b_sel.new_zeros(ctx.n_b, d_mlp).index_add_(0, idx_out.reshape(-1),
-                                                                w.reshape(-1, d_mlp))
+        a, bt, dphi, idx_in, idx_out = ctx.saved_tensors
+        t, k1 = idx_in.shape
+        k2, dm = idx_out.shape[1], a.shape[1]
+        c = min(CHUNK, t)
+        g = g.contiguous()
+        need_a, need_b, need_d = ctx.needs_input_grad[:3]
+        ga = torch.zeros_like(a) if need_a else None
+        gb = torch.zeros_like(bt) if need_b else None
+        gd = torch.empty_like(dphi) if need_d else None
+        a_buf, b_buf = a.new_empty(c * k1, dm), a.new_empty(c * k2, dm)
+        w_buf, ga_buf = a.new_empty(c * k2, dm), a.new_empty(c * max(k1, k2), dm)
+        for s in range(0, t, c):
+            n = min(c, t - s)
+            ii, oo = idx_in[s:s + n].reshape(-1), idx_out[s:s + n].reshape(-1)
+            gc, d = g[s:s + n], dphi[s:s + n, None, :]
+            a_sel = torch.index_select(a, 0, ii, out=a_buf[:n * k1]).view(n, k1, dm)
+            b_sel = torch.index_select(bt, 0, oo, out=b_buf[:n * k2]).view(n, k2, dm)
+            if need_b or need_d:
+                w = torch.bmm(gc, a_sel, out=w_buf[:n * k2].view(n, k2, dm))         # G · A_sel
+                if need_d:
+                    torch.sum(torch.mul(w, b_sel, out=ga_buf[:n * k2].view(n, k2, dm)), 1, out=gd[s:s + n])
+                if need_b:
+                    gb.index_add_(0, oo, w.mul_(d).view(-1, dm))
+            if need_a:
+                ga_sel = torch.bmm(gc.transpose(1, 2), b_sel.mul_(d), out=ga_buf[:n * k1].view(n, k1, dm))
+                ga.index_add_(0, ii, ga_sel.view(-1, dm))
         return ga, gb, gd, None, None
 
 
@@ -141,8 +185,34 @@ def active_jacobian(a: torch.Tensor, b: torch.Tensor, dphi: torch.Tensor, idx_in
                     idx_out: torch.Tensor) -> torch.Tensor:
     """(batch, k2, k1) Jacobian of the active output latents w.r.t. the active input latents:
     J[t, j, i] = sum_m b[m, idx_out[t, j]] dphi[t, m] a[idx_in[t, i], m]
-    (einsum('tjm,tm,tim->tji') as one bmm over gathered rows, closed-form backward)."""
-    return _ActiveJacobian.apply(a, b.T, dphi, idx_in, idx_out)
+    (einsum('tjm,tm,tim->tji') as blocked bmm over gathered rows, closed-form backward)."""
+    return _ActiveJacobian.apply(a, b.T.contiguous(), dphi.contiguous(), idx_in.contiguous(),
+                                 idx_out.contiguous())
+
+
+class _TopKOnce:
+    """SAELens's ``TopKTrainingSAE.encode_with_hidden_pre`` (pre-activation, ``TopK``: top-k
+    values through ReLU, zeros elsewhere), but keeping the top-k indices: the Jacobian needs
+    each token's active latents and SAELens's ``TopK`` drops them, and a second ``topk``
+    costs as much as the encoder matmul at these sizes (benchmarks/jsae.py)."""
+
+    def encode_topk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(latents, pre-activations, indices of the k selected latents per row)."""
+        sae_in = self.process_sae_in(x)
+        pre = self.hook_sae_acts_pre(sae_in @ self.W_enc + self.b_enc)
+        if self.cfg.rescale_acts_by_decoder_norm:
+            pre = pre * self.W_dec.norm(dim=-1)
+        vals, idx = torch.topk(pre, k=self.cfg.k, dim=-1, sorted=False)
+        z = self.hook_sae_acts_post(torch.zeros_like(pre).scatter_(-1, idx, vals.relu()))
+        return z, pre, idx
+
+    def encode_with_hidden_pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z, pre, _ = self.encode_topk(x)
+        return z, pre
+
+
+class _OutputSAE(_TopKOnce, TopKTrainingSAE):
+    """SAE 2: SAELens's TopK training SAE with :class:`_TopKOnce`'s encoder."""
 
 
 @dataclass
@@ -154,7 +224,7 @@ class JacobianPairConfig(TopKTrainingSAEConfig):
     jacobian_coefficient: float = 0.0
 
 
-class JacobianSAEPair(TopKTrainingSAE):
+class JacobianSAEPair(_TopKOnce, TopKTrainingSAE):
     """SAE 1 (this TopK SAE, on the MLP input) trained jointly with SAE 2 on the MLP output
     and an L1 penalty on the active Jacobian (see the module docstring)."""
 
@@ -162,7 +232,7 @@ class JacobianSAEPair(TopKTrainingSAE):
 
     def __init__(self, cfg: JacobianPairConfig, mlp: MLP):
         super().__init__(cfg)
-        self.sae2 = TopKTrainingSAE(TopKTrainingSAEConfig(
+        self.sae2 = _OutputSAE(TopKTrainingSAEConfig(
             d_in=cfg.d_out, d_sae=cfg.d_sae_out, k=cfg.k, dtype=cfg.dtype, device=cfg.device,
             apply_b_dec_to_input=False, rescale_acts_by_decoder_norm=False,
             aux_loss_coefficient=cfg.aux_loss_coefficient))
@@ -180,22 +250,19 @@ class JacobianSAEPair(TopKTrainingSAE):
     def pair_forward(self, x: torch.Tensor, jacobian: bool = True) -> dict[str, torch.Tensor]:
         """Everything one batch needs: latents, reconstructions, the MLP's output on x_hat
         and (``jacobian``) the active k2 x k1 Jacobian."""
-        z1, pre1 = self.encode_with_hidden_pre(x)
+        z1, pre1, idx_in = self.encode_topk(x)
         x_hat = self.decode(z1)
         y, dphi = self.mlp(x_hat, grad=jacobian)
-        z2, pre2 = self.sae2.encode_with_hidden_pre(y)
+        z2, pre2, idx_out = self.sae2.encode_topk(y)
         out = {"z1": z1, "pre1": pre1, "x_hat": x_hat, "y": y, "z2": z2, "pre2": pre2,
-               "y_hat": self.sae2.decode(z2)}
+               "y_hat": self.sae2.decode(z2), "idx_in": idx_in, "idx_out": idx_out}
         if jacobian:
-            k = self.cfg.k
-            idx_in = pre1.topk(k, dim=-1).indices
-            idx_out = pre2.topk(k, dim=-1).indices
-            a = self.W_dec @ self.mlp_w_in          # (d_sae1, d_mlp)
-            b = self.mlp_w_out @ self.sae2.W_enc     # (d_mlp, d_sae2)
-            jac = active_jacobian(a, b, dphi, idx_in, idx_out)
+            a = self.W_dec @ self.mlp_w_in                  # (d_sae1, d_mlp)
+            bt = self.sae2.W_enc.T @ self.mlp_w_out.T        # B^T = (W_out W_enc2)^T: (d_sae2, d_mlp)
+            jac = _ActiveJacobian.apply(a, bt, dphi, idx_in, idx_out)
             # an output latent the ReLU of TopK clips to 0 has derivative 0
             jac = jac * (z2.gather(1, idx_out) > 0).to(jac.dtype)[..., None]
-            out.update(jacobian=jac, idx_in=idx_in, idx_out=idx_out)
+            out["jacobian"] = jac
         return out
 
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:

@@ -94,9 +94,10 @@ def autograd_error(pair: JacobianSAEPair, x: torch.Tensor) -> float:
     return err
 
 
-def ce_losses(subject, texts: list[str], layers: list[int], pairs: dict, max_length: int
-              ) -> tuple[float, dict]:
-    """Clean CE, and CE with each (layer, lambda) pair's y_hat spliced at mlp_out.L."""
+def ce_losses(subject, texts: list[str], layers: list[int], pairs: dict, max_length: int,
+              scales: dict[int, tuple[float, float]]) -> tuple[float, dict]:
+    """Clean CE, and CE with each (layer, lambda) pair's y_hat spliced at mlp_out.L (the
+    pair of a scale-matched control works in rescaled units: x / s_x in, y_hat * s_y back)."""
     from mi_ideas.subject import Intervention
 
     batch = subject.tokenize(texts, max_length=max_length)
@@ -114,9 +115,10 @@ def ce_losses(subject, texts: list[str], layers: list[int], pairs: dict, max_len
     out = {}
     with torch.no_grad():
         for (L, lam), pair in pairs.items():
-            x = clean.activations[f"mlp_in.{L}"].float()
+            s_x, s_y = scales[L]
+            x = clean.activations[f"mlp_in.{L}"].float() / s_x
             y = clean.activations[f"mlp_out.{L}"].float()
-            y_hat = pair.pair_forward(x.reshape(-1, x.shape[-1]), jacobian=False)["y_hat"].reshape(y.shape)
+            y_hat = pair.pair_forward(x.reshape(-1, x.shape[-1]), jacobian=False)["y_hat"].reshape(y.shape) * s_y
             keep = ~mask.clone()
             keep[torch.arange(len(first)), first] = True  # BOS and padding keep clean values
             y_hat = torch.where(keep[..., None], y, y_hat)
@@ -126,8 +128,23 @@ def ce_losses(subject, texts: list[str], layers: list[int], pairs: dict, max_len
     return ce(clean.logits), out
 
 
-def sweep(subject, acts, layers, cfg, ctx, tag: str, texts: list[str]) -> dict[str, Any]:
-    """Train and evaluate every (layer, lambda) pair on one model."""
+def scale_matched(mlp: MLP, x: torch.Tensor, y: torch.Tensor, target: tuple[float, float]
+                  ) -> tuple[MLP, float, float]:
+    """The MLP in rescaled units and the two scales: x' = x / s_x and y' = y / s_y with s_x,
+    s_y such that the mean norms over ``x``'s (training) rows become ``target`` (the trained
+    model's), and the MLP y' = MLP'(x') = MLP(s_x x') / s_y. Used on the re-initialised
+    control so that it differs from the model in its weights only, not in the scale that
+    lambda, eps and the Jacobian's entries are read against."""
+    s_x = float(x.norm(dim=1).mean()) / target[0]
+    s_y = float(y.norm(dim=1).mean()) / target[1]
+    return MLP(mlp.w_in * s_x, mlp.b_in, mlp.w_out / s_y, mlp.b_out / s_y, mlp.act), s_x, s_y
+
+
+def sweep(subject, acts, layers, cfg, ctx, tag: str, texts: list[str],
+          targets: dict[int, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """Train and evaluate every (layer, lambda) pair on one model; with ``targets`` (per
+    layer, the mean MLP input and output norms of the model's training rows) the
+    activations are first rescaled to those norms (:func:`scale_matched`)."""
     n = acts.n_rows
     n_eval = max(int(n * cfg.eval_fraction), 64)
     lams = sorted(set([0.0, *cfg.lambdas]))
@@ -135,12 +152,24 @@ def sweep(subject, acts, layers, cfg, ctx, tag: str, texts: list[str]) -> dict[s
     pairs: dict = {}
     seconds = {lam: 0.0 for lam in lams}
     norms: dict[str, dict[int, float]] = {"mlp_in_norm": {}, "mlp_out_norm": {}}
+    scales: dict[int, tuple[float, float]] = {}
+    train_norms: dict[int, tuple[float, float]] = {}
+    x_eval0 = None
     for L in layers:
         mlp = mlp_of(subject, L)
         x = acts.load(f"mlp_in.{L}").float()
         y = acts.load(f"mlp_out.{L}").float()
         norms["mlp_in_norm"][L] = float(x[-n_eval:].norm(dim=1).mean())
         norms["mlp_out_norm"][L] = float(y[-n_eval:].norm(dim=1).mean())
+        train_norms[L] = (float(x[:-n_eval].norm(dim=1).mean()), float(y[:-n_eval].norm(dim=1).mean()))
+        if targets is not None:
+            mlp, s_x, s_y = scale_matched(mlp, x[:-n_eval], y[:-n_eval], targets[L])
+            x, y = x / s_x, y / s_y
+        else:
+            s_x = s_y = 1.0
+        scales[L] = (s_x, s_y)
+        if x_eval0 is None:
+            x_eval0 = x[-8:]
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator_for(f"{tag}-{L}")))
         for lam in lams:
             t0 = time.perf_counter()
@@ -153,9 +182,10 @@ def sweep(subject, acts, layers, cfg, ctx, tag: str, texts: list[str]) -> dict[s
             s = stats[(L, lam)]
             ctx.log(f"{tag} layer {L} lambda {lam:g}: EV {s['ev']:.3f} (in {s['ev_in']:.3f}), "
                     f"density {s['jacobian_density']:.3f}, edges {int(s['edges'])}")
-    ce_clean, ce = ce_losses(subject, texts, layers, pairs, cfg.max_length)
+    ce_clean, ce = ce_losses(subject, texts, layers, pairs, cfg.max_length, scales)
     return {"stats": stats, "pairs": pairs, "seconds": seconds, "ce_clean": ce_clean, "ce": ce, **norms,
-            "lams": lams, "n_train": n - n_eval, "x_eval0": acts.load(f"mlp_in.{layers[0]}")[-8:].float()}
+            "lams": lams, "n_train": n - n_eval, "x_eval0": x_eval0, "scales": scales,
+            "train_norms": train_norms}
 
 
 def add_sweep(result: IdeaResult, sw: dict, layers: list[int], prefix: str) -> None:
@@ -163,6 +193,8 @@ def add_sweep(result: IdeaResult, sw: dict, layers: list[int], prefix: str) -> N
     # the nuisance quantities the model and the re-initialised control differ in
     for key in ("mlp_in_norm", "mlp_out_norm"):
         result.add(prefix + key, sum(sw[key][L] for L in layers) / len(layers), definition(prefix + key))
+        for L in layers:
+            result.add(f"{prefix}layer{L}.{key}", sw[key][L], definition(f"{prefix}layer{L}.{key}"))
     for lam in sw["lams"]:
         p = f"{prefix}{lam_name(lam)}."
         st = [sw["stats"][(L, lam)] for L in layers]
@@ -248,9 +280,13 @@ def run(ctx, cfg: SparsifyModelConfig) -> IdeaResult:
         fresh = subject.reinitialized(seed=int(torch.randint(0, 2**31 - 1, (1,),
                                                              generator=ctx.generator_for("reinit"))))
         r_acts = harvest_to_cache(fresh, ctx.dataset, sites, positions="all", max_length=cfg.max_length)
-        rsw = sweep(fresh, r_acts, layers, cfg, ctx, "reinit", texts)
+        rsw = sweep(fresh, r_acts, layers, cfg, ctx, "reinit", texts,
+                    targets=sw["train_norms"] if cfg.scale_match_control else None)
         add_sweep(result, rsw, layers, "reinit.")
         result.add("reinit.ce_clean", rsw["ce_clean"], definition("reinit.ce_clean"))
+        for i, key in enumerate(("mlp_in_scale", "mlp_out_scale")):
+            result.add(f"reinit.{key}", sum(rsw["scales"][L][i] for L in layers) / len(layers),
+                       definition(f"reinit.{key}"))
         details["reinit"] = {f"{L}/{lam:g}": {k: v for k, v in s.items() if k not in ("edge_matrix", "mean_abs")}
                              for (L, lam), s in rsw["stats"].items()}
     result.details = details
