@@ -24,13 +24,35 @@ def answer_text(result: Any) -> str:
     if acc is not None:
         parts.append(f"held-out combinations are retrieved from their predicted sum "
                      f"{acc:.0%} of the time (chance {nn_chance:.1%})")
-    rho, cos = m.get(f"{site}.intensity.spearman"), m.get(f"{site}.intensity.diff_cosine")
+    rho = m.get(f"{site}.intensity.spearman")
     if rho is not None:
-        lo, hi = m.get(f"{site}.intensity.spearman_ci_low"), m.get(f"{site}.intensity.spearman_ci_high")
-        mag = (rho == rho and lo == lo and lo > 0 and cos == cos and cos > 0.5)
+        lo, hi = (m.get(f"{site}.intensity.spearman_ci_{e}", float("nan")) for e in ("low", "high"))
+        ratio = m.get(f"{site}.intensity.norm_ratio", float("nan"))
+        cos = m.get(f"{site}.intensity.diff_cosine", float("nan"))
         parts.append(f"on the intensity ladder the Spearman ρ between level and the projection "
-                     f"on the concept's direction is {rho:.2f} [{lo:.2f}, {hi:.2f}] and "
-                     f"consecutive steps have cosine {cos:.2f}: " + ("intensity looks like magnitude along one direction"
-                                        if mag else "intensity is not one magnitude along the "
-                                        "concept's direction"))
+                     f"of the concept-specific part on the concept's direction is {rho:.2f} "
+                     f"[{lo:.2f}, {hi:.2f}], that part's norm grows {ratio:.2f}x from the "
+                     f"weakest to the strongest level and its consecutive steps have cosine "
+                     f"{cos:.2f}: " + ("intensity looks like magnitude along the concept's "
+                                       "direction" if is_magnitude(rho, lo, ratio, cos) else
+                                       "intensity is not one magnitude along the concept's "
+                                       "direction"))
     return "; ".join(parts) + "."
+
+
+#: the norm ratio ‖s_top‖ / ‖s_bottom‖ a magnitude code must reach (10% growth; 1 = none)
+MIN_NORM_RATIO = 1.1
+#: the concept-specific part's consecutive steps must be this aligned (1: one direction)
+MIN_STEP_COSINE = 0.5
+
+
+def is_magnitude(rho: float, rho_low: float, norm_ratio: float, step_cosine: float) -> bool:
+    """The verdict "intensity is magnitude along the concept's direction", from the concept-
+    specific part only: the level orders its projection (ρ's interval above 0), its norm
+    grows (ratio ≥ MIN_NORM_RATIO) and its steps share a direction (cosine ≥
+    MIN_STEP_COSINE; NaN, no step at all, fails). The raw-activation step cosine is not
+    used: a shared intensity axis makes it 1 with no concept change."""
+    vals = (rho, rho_low, norm_ratio, step_cosine)
+    if not all(v == v for v in vals):
+        return False
+    return rho_low > 0 and norm_ratio >= MIN_NORM_RATIO and step_cosine >= MIN_STEP_COSINE

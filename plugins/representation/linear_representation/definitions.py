@@ -7,6 +7,11 @@ from __future__ import annotations
 _CELL = ("cells are the grid's slot-value combinations; each cell's activation is the mean "
          "over its context renderings of the site's activation at the read position")
 
+_COND_LADDER = ("The interval is conditional on the design: every concept's s is taken "
+                "relative to the mean over the same concepts, so they are not independent "
+                "draws; it says how much the mean depends on which of these concepts it "
+                "averages, not what another concept set would give")
+
 DEFINITIONS: dict[str, str] = {
     "additive_r2": "additive R² = 1 − Σ_c ‖h_c − ĥ_c‖² / Σ_c ‖h_c − h̄‖², summed over cells c "
                    "and dimensions, ĥ_c = μ + Σ_slot a_slot[value of c] the least-squares fit "
@@ -38,18 +43,35 @@ DEFINITIONS: dict[str, str] = {
                           "part s_l = h_l,c − mean_c' h_l,c' on the concept's direction u_c = "
                           "unit(mean of its prompts − mean of all ladder prompts); ρ computed "
                           "per context and averaged; ties (no spread) give no ρ",
-    "intensity.spearman_ci_low": "2.5th percentile of the mean over concepts of the "
-                                 "per-concept ρ, bootstrap over concepts (the units; "
-                                 "percentile method)",
-    "intensity.spearman_ci_high": "97.5th percentile of the same bootstrap",
+    "intensity.spearman_ci_low": "low end of the 95% bootstrap interval of the mean over "
+                                 "concepts of the per-concept ρ, resampling concepts (the "
+                                 "units): percentile method, Hesterberg's expanded percentile "
+                                 "interval below 10 concepts. " + _COND_LADDER,
+    "intensity.spearman_ci_high": "high end of the same interval",
     "intensity.diff_cosine": "mean over concepts, contexts and l of cos(δ_l, δ_l+1), δ_l = "
-                             "h_l+1 − h_l the step between consecutive levels (raw "
-                             "activations): 1 when every step is along one direction "
-                             "(magnitude), 0 when each step takes its own orthogonal direction, "
-                             "−0.5 when the levels are unrelated points of equal norm",
-    "intensity.diff_cosine_ci_low": "2.5th percentile of the mean over concepts of the "
-                                    "per-concept diff_cosine, bootstrap over concepts",
-    "intensity.diff_cosine_ci_high": "97.5th percentile of the same bootstrap",
+                             "s_l+1 − s_l the step between consecutive levels of the "
+                             "concept-specific part s_l = h_l,c − mean_c' h_l,c' (the same s "
+                             "as spearman and norm_ratio): 1 when the concept's part moves "
+                             "along one direction (magnitude), 0 when each step takes its own "
+                             "orthogonal direction, −0.5 when the levels are unrelated points "
+                             "of equal norm; a step whose norm is below 1e-4 of the part's "
+                             "norm is no step (NaN: the level does not change the concept's "
+                             "part)",
+    "intensity.diff_cosine_ci_low": "low end of the 95% bootstrap interval of the mean over "
+                                    "concepts of the per-concept diff_cosine, resampling "
+                                    "concepts (expanded percentile below 10). " + _COND_LADDER,
+    "intensity.diff_cosine_ci_high": "high end of the same interval",
+    "intensity.raw_diff_cosine": "the step cosine on the raw activations: mean over concepts, "
+                                 "contexts and l of cos(h_l+1 − h_l, h_l+2 − h_l+1). It "
+                                 "includes what the intensity word adds to every concept "
+                                 "alike, so it describes the level words' geometry, not the "
+                                 "concept's: 1 for a shared intensity axis even when no "
+                                 "concept changes (use diff_cosine for the concept)",
+    "intensity.raw_diff_cosine_ci_low": "low end of the 95% bootstrap interval of the mean "
+                                        "over concepts of the per-concept raw_diff_cosine, "
+                                        "resampling concepts (expanded percentile below 10). "
+                                        + _COND_LADDER,
+    "intensity.raw_diff_cosine_ci_high": "high end of the same interval",
     "intensity.norm_ratio": "mean over concepts and contexts of ‖s_top‖ / ‖s_bottom‖, the norm "
                             "of the concept-specific part at the strongest level over that at "
                             "the weakest (1: intensity does not scale the concept's own part)",
@@ -72,10 +94,14 @@ GLOBAL: dict[str, str] = {
 _CMP = {
     "mean_diff": "mean over units of (model − control)",
     "ci_low": "2.5th percentile of that mean over bootstrap resamples of the units "
-              "(percentile method; Hesterberg's expanded percentile interval below 10 units)",
+              "(percentile method; Hesterberg's expanded percentile interval below 10 units). "
+              "The interval and the p-value are conditional on the design: the units share "
+              "one fit (cells: one additive fit of all cells; concepts: s relative to the "
+              "mean of the same concepts), so they are not independent draws from a "
+              "population of grids; they measure the spread over these units only",
     "ci_high": "97.5th percentile of the same bootstrap",
     "p_wilcoxon": "two-sided Wilcoxon signed-rank p-value of the per-unit differences "
-                  "(scipy.stats.wilcoxon)",
+                  "(scipy.stats.wilcoxon), conditional on the design as the interval",
     "n_units": "units compared (finite in both conditions)",
 }
 

@@ -49,7 +49,7 @@ def figures(result: Any) -> dict[str, Any]:
         axes[0].set_ylabel("projection on the concept direction")
         axes[0].set_title(f"{site}: concept-specific part by level")
         axes[0].legend(fontsize=7, ncol=2)
-        for key, label in (("spearman", "Spearman ρ"), ("diff_cosine", "step cosine")):
+        for key, label in (("spearman", "Spearman ρ"), ("diff_cosine", "step cosine of the concept's part")):
             axes[1].plot(sites, [m[f"{s}.intensity.{key}"] for s in sites], marker="o",
                          label=f"model: {label}")
             rv = [m.get(f"reinit.{s}.intensity.{key}", np.nan) for s in sites]

@@ -24,7 +24,9 @@ class LinearRepresentation(Idea):
     several contexts, so the interaction model is not saturated). On intensity ladders
     ("slightly / quite / very / extremely happy"): the Spearman ρ between level and the
     projection of the concept-specific part on the concept's direction, the cosine between
-    consecutive steps, and the norm ratio of the top and bottom levels. Controls: the same
+    consecutive steps of that part, and its norm ratio of the top and bottom levels (the
+    raw-activation step cosine, dominated by what the level word adds to every concept, is
+    reported separately and not used for the verdict). Controls: the same
     on the re-initialised model (random networks can look additive too) and with the cells'
     labels shuffled (next to the exact chance R²); the model is compared with each, paired
     by cell (or concept), with bootstrap intervals.
@@ -64,8 +66,10 @@ class LinearRepresentation(Idea):
                      "held-out combination retrieved from its predicted sum (vs chance)"),
             Headline(f"{site}.intensity.spearman", f"reinit.{site}.intensity.spearman",
                      "intensity ladder: level vs projection on the concept direction"),
+            Headline(f"{site}.intensity.norm_ratio", f"reinit.{site}.intensity.norm_ratio",
+                     "intensity ladder: norm of the concept's part, strongest / weakest level"),
             Headline(f"{site}.intensity.diff_cosine", f"reinit.{site}.intensity.diff_cosine",
-                     "cosine of consecutive intensity steps (1: one direction)"),
+                     "cosine of consecutive steps of the concept's part (1: one direction)"),
         ]
 
     @classmethod

@@ -116,7 +116,7 @@ def run(ctx: RunContext, config: LinearRepresentationConfig) -> LinearRepresenta
 def _run(ctx: RunContext, config: LinearRepresentationConfig) -> LinearRepresentationResult:
     import torch
 
-    from ...plateaus.common.stats import paired_comparison, unit_interval
+    from ...plateaus.common.stats import paired_comparison
 
     subject = ctx.subject
     sites = [subject.site(s).name for s in config.sites]
@@ -176,10 +176,11 @@ def _run(ctx: RunContext, config: LinearRepresentationConfig) -> LinearRepresent
         for site in sites:
             sc = ladder_scores(ladder_array(lad_acts[site], ladder))
             lad_scores[site] = sc
-            _add_ladder(add, site, sc, unit_interval, ctx.rng_for(f"ladder:{site}"))
+            _add_ladder(add, site, sc, ctx.rng_for(f"ladder:{site}"))
             details["ladder"][site] = {"projection": sc.projection.tolist(),
                                        "spearman": sc.spearman.tolist(),
                                        "diff_cosine": sc.diff_cosine.tolist(),
+                                       "raw_diff_cosine": sc.raw_diff_cosine.tolist(),
                                        "norm_ratio": sc.norm_ratio.tolist()}
         details["ladder_levels"] = ladder.slot_values[0]
         details["ladder_concepts"] = ladder.slot_values[1]
@@ -211,10 +212,10 @@ def _run(ctx: RunContext, config: LinearRepresentationConfig) -> LinearRepresent
                 rs = ladder_scores(ladder_array(r_lad[site], ladder))
                 add(f"reinit.{site}.intensity.spearman", np.nanmean(rs.spearman)
                     if np.isfinite(rs.spearman).any() else float("nan"))
-                add(f"reinit.{site}.intensity.diff_cosine", np.nanmean(rs.diff_cosine)
-                    if np.isfinite(rs.diff_cosine).any() else float("nan"))
-                add(f"reinit.{site}.intensity.norm_ratio", np.nanmean(rs.norm_ratio)
-                    if np.isfinite(rs.norm_ratio).any() else float("nan"))
+                for key in ("diff_cosine", "norm_ratio"):
+                    v = getattr(rs, key)
+                    add(f"reinit.{site}.intensity.{key}", np.nanmean(v)
+                        if np.isfinite(v).any() else float("nan"))
                 _compare(add, f"cmp.{site}.intensity.spearman.vs_reinit",
                          lad_scores[site].spearman, rs.spearman, paired_comparison,
                          ctx.rng_for(f"cmp:lad:{site}"))
@@ -237,14 +238,39 @@ def _run(ctx: RunContext, config: LinearRepresentationConfig) -> LinearRepresent
     return result
 
 
-def _add_ladder(add: Any, site: str, sc: Any, unit_interval: Any, rng: Any) -> None:
-    for key, values in (("spearman", sc.spearman), ("diff_cosine", sc.diff_cosine)):
-        est, lo, hi, n = unit_interval(values, reduce="mean", rng=rng)
+def _add_ladder(add: Any, site: str, sc: Any, rng: Any) -> None:
+    for key in ("spearman", "diff_cosine", "raw_diff_cosine"):
+        est, lo, hi = mean_interval(getattr(sc, key), rng)
         add(f"{site}.intensity.{key}", est)
         add(f"{site}.intensity.{key}_ci_low", lo)
         add(f"{site}.intensity.{key}_ci_high", hi)
     finite = sc.norm_ratio[np.isfinite(sc.norm_ratio)]
     add(f"{site}.intensity.norm_ratio", finite.mean() if finite.size else float("nan"))
+
+
+def mean_interval(values: Any, rng: Any, n_boot: int = 2000, confidence: float = 0.95
+                  ) -> tuple[float, float, float]:
+    """(mean, low, high) over the finite units: the bootstrap percentile interval of the
+    mean, Hesterberg's expanded percentiles Φ(±√(n/(n−1)) t_{n−1}) below 10 units (as
+    paired_comparison's ``interval="expanded"``; written here because the shared
+    ``unit_interval`` has only the plain percentiles, which are too narrow with 8 concepts).
+    Fewer than two units: no interval (NaN)."""
+    from scipy.stats import norm, t
+
+    v = np.asarray(values, dtype=float).reshape(-1)
+    v = v[np.isfinite(v)]
+    n = v.size
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    if n < 2:
+        return float(v.mean()), float("nan"), float("nan")
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    boot = v[gen.integers(0, n, size=(n_boot, n))].mean(1)
+    lo_q = (1 - confidence) / 2
+    if n < 10:
+        lo_q = float(norm.cdf(-np.sqrt(n / (n - 1)) * t.ppf(1 - lo_q, n - 1)))
+    lo, hi = np.quantile(boot, [lo_q, 1 - lo_q])
+    return float(v.mean()), float(lo), float(hi)
 
 
 def _compare(add: Any, name: str, model: np.ndarray, control: np.ndarray,
