@@ -5,6 +5,7 @@ range and the controls are known before the idea runs."""
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def _tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(dict(ID), unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # "cake." -> "cake", "."
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<bos>",
                                    pad_token="<pad>", unk_token="<pad>", padding_side="left")
 
@@ -62,8 +63,8 @@ def _readout(obeys_never: bool = False):
     return w
 
 
-def _hidden(ids, mask):
-    """One-hot token plus a topic coordinate TAU × (share of cake tokens so far): a
+def _hidden(ids, mask, tau=TAU):
+    """One-hot token plus a topic coordinate tau × (share of cake tokens so far): a
     uniform causal attention head that writes "cake was mentioned" into the stream."""
     import torch
 
@@ -72,10 +73,25 @@ def _hidden(ids, mask):
     seen = mask.cumsum(1).clamp(min=1)
     share = ((ids == ID["cake"]).float() * mask).cumsum(1) / seen
     never = ((ids == ID["Never"]).float() * mask).cumsum(1) / seen
-    return torch.cat([h, (TAU * share)[..., None], (TAU_NEVER * never)[..., None]], dim=-1)
+    return torch.cat([h, (tau * share)[..., None], (TAU_NEVER * never)[..., None]], dim=-1)
 
 
-def planted_subject(obeys_never: bool = False):
+def _induction_logits(ids, mask, logit=10.0):
+    """An induction head only: at each position, ``logit`` on the token that followed the
+    latest earlier occurrence of the current token (pad positions ignored), else 0."""
+    import torch
+
+    out = torch.zeros(*ids.shape, len(TOKENS))
+    for b in range(ids.shape[0]):
+        row = [(t, int(ids[b, t])) for t in range(ids.shape[1]) if mask[b, t]]
+        for k, (t, tok) in enumerate(row):
+            prev = [j for j in range(k - 1) if row[j][1] == tok]
+            if prev:
+                out[b, t, row[prev[-1] + 1][1]] = logit
+    return out
+
+
+def planted_subject(obeys_never: bool = False, tau: float = TAU, induction: bool = False):
     from mi_ideas.subject import ForwardOutput, Subject, position_index, select_positions
 
     class PlantedSteering(Subject):
@@ -85,22 +101,24 @@ def planted_subject(obeys_never: bool = False):
         backend = "toy"
 
         def __init__(self):
-            super().__init__(spec=f"toy:planted-steering-{int(obeys_never)}",
+            tag = f"{int(obeys_never)}-{tau:g}-{int(induction)}"
+            super().__init__(spec=f"toy:planted-steering-{tag}",
                              tokenizer=_tokenizer(), n_layers=1, d_model=len(TOKENS) + 2,
                              d_vocab=len(TOKENS),
-                             fingerprint=f"planted-steering-v2-{int(obeys_never)}")
+                             fingerprint=f"planted-steering-v3-{tag}")
             self.w = _readout(obeys_never)
 
         def _forward(self, batch, read, positions, interventions, logits, stats,
                      start_layer=None, start_resid=None):
             from mi_ideas import trace_ops
 
-            h = _hidden(batch.input_ids, batch.attention_mask)
+            h = _hidden(batch.input_ids, batch.attention_mask, tau)
             for iv in interventions:
                 assert iv.op == "add"
                 v = iv.value.float()
                 h = h + (v[:, None, :] if v.ndim == 2 else v)
-            out_logits = h @ self.w.T
+            out_logits = (_induction_logits(batch.input_ids, batch.attention_mask)
+                          if induction else h @ self.w.T)
             out = ForwardOutput(logits=out_logits if logits else None)
             for name in read:
                 out.activations[name] = select_positions(h, positions, batch)
@@ -399,3 +417,123 @@ def test_remote_generation_is_one_request_per_batch(tmp_path, ndif_server, ndif_
         expected += math.ceil(n_pos / 64) + math.ceil(n_neg / 64)
         expected += sum(math.ceil(rows / 128) * 3 for rows in (sweep_rows, eval_rows))
     assert n_requests == expected
+
+
+#: a topic weight large enough that one "cake" in the instruction line puts cake in the slot:
+#: at the slot (~19 tokens in, one cake) the coordinate is 40/19 ≈ 2.1 > SLOT_MARGIN, while
+#: after "A story about cake. Never mention cake." (two cakes, one Never, ~23 tokens) the
+#: obeying toy's Never coordinate (100/23) outweighs it (80/23).
+TAU_READS = 40.0
+
+
+def test_an_instruction_the_toy_reads_puts_the_concept_in_the_slot(toy_data, tmp_path):
+    """The instruction line really carries cake into the context; the vector is too weak
+    (0.25) to do so. Prompting = 1, steering = 0, so steering − prompting = −1 on every
+    prompt; the ignore line itself names cake and this toy cannot obey it, so the ignore
+    line alone raises concept presence to 1 and prompting keeps all of its effect."""
+    r = mi_ideas.run(IDEA, model=planted_subject(tau=TAU_READS), data=toy_data, quiet=True,
+                     out=tmp_path, **{**TOY, "coefficients": [0.25], "control": False})
+    m = r.metrics
+    assert m["unsteered.concept"] == 0 and m["prompting.concept"] == 1.0
+    assert m["prompting.ignore.concept"] == 1.0 and m["ignore_only.concept_effect"] == 1.0
+    assert m["prompting.ignore.retained"] == 1.0
+    assert m["prompting.ignore.retained_vs_ignore_only"] == 0.0  # all of it is the line's own
+    assert m["steering.concept"] == 0
+    assert m["steering.ignore.retained"] != m["steering.ignore.retained"]  # no effect: NaN
+    assert m["steering_vs_prompting.concept.diff"] == -1.0
+    assert (m["steering_vs_prompting.concept.ci_low"],
+            m["steering_vs_prompting.concept.ci_high"]) == (-1.0, -1.0)
+    assert m["steering_vs_prompting.concept.p_wilcoxon"] < 0.05
+    answer = mi_ideas.list_ideas()[IDEA].answer(r)
+    assert "Steering has no concept effect to retain" in answer
+    assert "Prompting retains 1.000 [1.000, 1.000]" in answer
+
+
+def test_answer_states_no_retained_share_when_the_effect_interval_contains_zero(toy_run):
+    """The docs' rule: a retained share is read only where concept_effect's interval
+    excludes 0."""
+    from types import SimpleNamespace
+
+    idea = mi_ideas.list_ideas()[IDEA]
+    m = dict(toy_run.metrics)
+    assert "Steering retains 1.000" in idea.answer(SimpleNamespace(metrics=m))
+    m.update({"steering.concept_effect": 0.2, "steering.concept_effect.ci_low": -0.05,
+              "steering.concept_effect.ci_high": 0.45, "steering.ignore.retained": 0.7})
+    text = idea.answer(SimpleNamespace(metrics=m))
+    assert "Steering retains" not in text and "0.700" not in text
+    assert "not distinguishable from 0" in text
+
+
+def test_an_ignore_line_the_reading_toy_obeys_removes_both_effects(toy_data, tmp_path):
+    """Both methods put cake in the slot (diff 0); the obeyed ignore line removes it from
+    both (retained 0, interval [0, 0]). Swapping the retained arguments, or a CONDITIONS
+    entry that drops an instruction, breaks one of these."""
+    r = mi_ideas.run(IDEA, model=planted_subject(obeys_never=True, tau=TAU_READS),
+                     data=toy_data, quiet=True, out=tmp_path,
+                     **{**TOY, "coefficients": [2.0], "control": False})
+    m = r.metrics
+    assert m["unsteered.concept"] == 0 and m["ignore_only.concept_effect"] == 0
+    assert m["prompting.concept"] == 1.0 and m["steering.concept"] == 1.0
+    assert m["steering_vs_prompting.concept.diff"] == 0
+    assert m["steering_vs_prompting.concept.p_wilcoxon"] == 1.0
+    assert m["prompting.ignore.concept"] == 0 and m["steering.ignore.concept"] == 0
+    for method in ("prompting", "steering"):
+        assert m[f"{method}.ignore.retained"] == 0
+        assert (m[f"{method}.ignore.retained.ci_low"], m[f"{method}.ignore.retained.ci_high"]) == (0, 0)
+        assert m[f"{method}.concept_effect.ci_low"] == 1.0
+
+
+def _sample(subject, prompt_ids, continuation_ids):
+    return {"prompt": "", "shown_prompt": "", "continuation": "", "concept": "cake",
+            "concept_words": ["cake"], "prompt_ids": [ID[t] for t in prompt_ids],
+            "continuation_ids": [ID[t] for t in continuation_ids]}
+
+
+def test_fluency_and_relevance_judges_on_known_log_probs(toy):
+    """In the bigram toy the next-token distributions are known in closed form: after n_i
+    the logit of n_{i+1} is 10 and every other logit 0, except after n5 (n6: 4, cake: 3);
+    after BOS or "." n0 has logit 10."""
+    from mi_ideas_plugins.representation.steering_vs_prompting.judges import (
+        new_round, prompt_pmi, unsteered_logprob)
+
+    v = len(TOKENS)
+    p10 = math.exp(10) / (math.exp(10) + v - 1)
+    p_slot = math.exp(4) / (math.exp(4) + math.exp(3) + v - 2)
+    informative = _sample(toy, ["<bos>", "n4"], ["n5", "n6", "n7"])
+    uninformative = _sample(toy, ["<bos>", "."], ["n0", "n1", "n2"])
+    new_round()
+    flu = unsteered_logprob([informative, uninformative], toy)
+    assert flu[0] == pytest.approx((p10 * p_slot * p10) ** (1 / 3), rel=1e-5)
+    assert flu[1] == pytest.approx(p10, rel=1e-5)
+    new_round()
+    rel = prompt_pmi([informative, uninformative], toy)
+    # n5 is likelier after n4 than after BOS (1); n6, n7 depend only on the token before (½)
+    assert rel[0] == pytest.approx(2 / 3)
+    # "." predicts exactly what BOS predicts: every token ½
+    assert rel[1] == pytest.approx(0.5)
+
+
+def test_a_continuation_that_copies_the_prompt_is_not_relevant():
+    """In a toy that is only an induction head, repeating the prompt is what the prompt
+    makes most likely: every repeated token but the first would count as "made more likely"
+    (old score 7.5/8). Tokens completing a 4-gram of the prompt count 0: the copy scores
+    (½ + 1 + 1) / 8, below the ½ of an uninformative prompt."""
+    from mi_ideas_plugins.representation.steering_vs_prompting.judges import (
+        COPY_N, copied_from_prompt, new_round, prompt_pmi, unsteered_logprob)
+
+    induction = planted_subject(induction=True)
+    words = [f"n{i}" for i in range(8)]
+    copy = _sample(induction, ["<bos>", *words], words)
+    assert copied_from_prompt(copy["prompt_ids"], copy["continuation_ids"]) == \
+        [False] * (COPY_N - 1) + [True] * (8 - COPY_N + 1)
+    new_round()
+    assert prompt_pmi([copy], induction)[0] == pytest.approx(2.5 / 8)
+    # the stated limit: the fluency judge still rewards the copy (1/V, then p10 seven times)
+    v = len(TOKENS)
+    p10 = math.exp(10) / (math.exp(10) + v - 1)
+    new_round()
+    assert unsteered_logprob([copy], induction)[0] == pytest.approx(
+        ((1 / v) * p10 ** 7) ** (1 / 8), rel=1e-5)
+    # a continuation that does not repeat the prompt's 4-grams keeps the plain PMI score
+    novel = _sample(induction, ["<bos>", *words], ["n0", "n1", "n9", "n2"])
+    assert not any(copied_from_prompt(novel["prompt_ids"], novel["continuation_ids"]))

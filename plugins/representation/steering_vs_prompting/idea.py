@@ -8,6 +8,7 @@ figures in :mod:`.figures`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mi_ideas import Headline, Idea, IdeaResult, MemoryItem, RunContext
@@ -33,7 +34,8 @@ class SteeringVsPrompting(Idea):
     Scores come from judges, each replaceable by a plugin (``mi_ideas_register_judges``):
     concept presence (the concept word in the continuation), fluency (the continuation's
     geometric-mean token probability under the unsteered model given the prompt) and
-    relevance (the fraction of continuation tokens the prompt makes more likely); the
+    relevance (the share of continuation tokens the prompt makes more likely, tokens
+    copied verbatim from the prompt counting 0); the
     harmonic mean is 0 when any is 0. Intervals are prompt-level bootstrap intervals;
     steering and prompting are compared on the same prompts (Wilcoxon signed-rank).
     ``steering.ignore.retained`` / ``prompting.ignore.retained`` say how much of each
@@ -137,8 +139,17 @@ class SteeringVsPrompting(Idea):
             parts.append(f"The ignore line alone {what}: {e:+.3f} [{lo:+.3f}, {hi:+.3f}].")
         for method in ("steering", "prompting"):
             r = m.get(f"{method}.ignore.retained")
+            lo = m.get(f"{method}.concept_effect.ci_low", math.nan)
+            hi = m.get(f"{method}.concept_effect.ci_high", math.nan)
             if r is None or r != r:
                 parts.append(f"{method.capitalize()} has no concept effect to retain.")
+            elif not (lo > 0 or hi < 0):
+                # the docs' rule: a retained share is read only where the effect it divides
+                # by is measurably non-zero
+                parts.append(f"{method.capitalize()}'s concept effect "
+                             f"{fmt(method + '.concept_effect')} is not distinguishable from 0, "
+                             f"so its retained share under the ignore instruction is not "
+                             f"stated.")
             else:
                 parts.append(f"{method.capitalize()} retains {fmt(method + '.ignore.retained')} "
                              f"of its concept effect under the ignore instruction "

@@ -10,11 +10,16 @@ A judge is ``judge(samples, subject) -> [score in [0, 1] per sample]`` (the cont
 - ``unsteered-logprob`` (fluency): exp of the mean log-probability per continuation token
   under the unsteered model given the prompt (without instruction lines): the geometric
   mean token probability, in (0, 1].
-- ``prompt-pmi`` (relevance): the fraction of continuation tokens that the prompt makes
-  more likely under the unsteered model, i.e. with log p(t_i | BOS, prompt, t_<i) >
-  log p(t_i | BOS, t_<i), a token the prompt does not change (|difference| ≤ 1e-6 nats)
-  counting ½; in [0, 1]: ½ when the prompt is uninformative, 0 when it makes every token
-  less likely.
+- ``prompt-pmi`` (relevance): the mean over continuation tokens of a per-token score: 0
+  for a token copied from the prompt (it completes a ``COPY_N``-gram, the token and the
+  ``COPY_N`` − 1 tokens before it in prompt + continuation, that occurs in the prompt's
+  tokens), else 1 if the prompt makes it more likely under the unsteered model, i.e.
+  log p(t_i | BOS, prompt, t_<i) > log p(t_i | BOS, t_<i), ½ if the prompt does not
+  change it (|difference| ≤ 1e-6 nats), 0 if the prompt makes it less likely; in [0, 1]:
+  ½ when the prompt is uninformative (and nothing is copied), 0 when it makes every token
+  less likely, at most (COPY_N − 1) / n when the n continuation tokens repeat the prompt
+  verbatim (copying is what an induction-capable model finds most likely given the
+  prompt, so without the copy rule a repeat of the prompt scores ~1).
 """
 
 from __future__ import annotations
@@ -33,11 +38,14 @@ DESCRIPTIONS = {
     "unsteered-logprob": "exp(mean log-probability per continuation token under the unsteered "
                          "model given the prompt without instruction lines): the geometric-mean "
                          "token probability, in (0, 1]",
-    "prompt-pmi": "fraction of continuation tokens with log p(t | BOS, prompt, earlier "
-                  "continuation) > log p(t | BOS, earlier continuation) under the unsteered "
-                  "model (the prompt makes the token more likely), a token the prompt does "
-                  "not change (|difference| <= 1e-6 nats) counting 1/2; in [0, 1], 1/2 for "
-                  "an uninformative prompt",
+    "prompt-pmi": "mean over continuation tokens of: 0 for a token copied from the prompt "
+                  "(the token and the COPY_N-1 = 3 tokens before it in prompt + continuation "
+                  "form a 4-gram that occurs in the prompt's tokens), else 1 if log p(t | BOS, "
+                  "prompt, earlier continuation) > log p(t | BOS, earlier continuation) under "
+                  "the unsteered model (the prompt makes the token more likely), 1/2 if the "
+                  "prompt does not change it (|difference| <= 1e-6 nats), 0 if it makes it less "
+                  "likely; in [0, 1], 1/2 for an uninformative prompt with nothing copied, at "
+                  "most 3/n for n tokens that repeat the prompt verbatim",
 }
 
 
@@ -107,14 +115,36 @@ def unsteered_logprob(samples: Sequence[dict], subject: Any) -> list[float]:
 TIE = 1e-6
 
 
+#: a continuation token is "copied from the prompt" when it completes an n-gram of this
+#: length (the token and the COPY_N - 1 before it) that occurs in the prompt's tokens.
+COPY_N = 4
+
+
+def copied_from_prompt(prompt_ids: Sequence[int], continuation_ids: Sequence[int],
+                       n: int = COPY_N) -> list[bool]:
+    """Per continuation token, whether it completes an ``n``-gram of prompt + continuation
+    that occurs in the prompt (verbatim copying; hand-written: a set of n-gram tuples)."""
+    p, c = list(prompt_ids), list(continuation_ids)
+    grams = {tuple(p[i:i + n]) for i in range(len(p) - n + 1)}
+    full = p + c
+    return [len(p) + i + 1 >= n and tuple(full[len(p) + i + 1 - n:len(p) + i + 1]) in grams
+            for i in range(len(c))]
+
+
 def prompt_pmi(samples: Sequence[dict], subject: Any) -> list[float]:
     conts = [s["continuation_ids"] for s in samples]
     with_prompt = _target_logprobs(subject, [s["prompt_ids"] for s in samples], conts)
     bos = _bos(subject)
     without = _target_logprobs(subject, [bos for _ in samples], conts)
-    return [sum(1.0 if a - b > TIE else 0.5 if abs(a - b) <= TIE else 0.0
-                for a, b in zip(w, wo)) / len(w) if w else 0.0
-            for w, wo in zip(with_prompt, without)]
+    out = []
+    for s, w, wo in zip(samples, with_prompt, without):
+        if not w:
+            out.append(0.0)
+            continue
+        copied = copied_from_prompt(s["prompt_ids"], s["continuation_ids"])
+        out.append(sum(0.0 if cp else 1.0 if a - b > TIE else 0.5 if abs(a - b) <= TIE else 0.0
+                       for a, b, cp in zip(w, wo, copied)) / len(w))
+    return out
 
 
 BUILTINS: dict[str, Callable[[Sequence[dict], Any], list[float]]] = {
