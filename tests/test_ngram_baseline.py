@@ -87,6 +87,17 @@ def test_modified_kn_matches_a_hand_computation():
     for dist in out.values():
         assert dist.sum(axis=1) == pytest.approx(1.0, abs=1e-12)
 
+    # a lower-order n-gram that begins with the separator keeps its RAW count (only S can
+    # precede a row start, so N1+(. S a) = 1 would say nothing; KenLM / SRILM do the same
+    # for <s>-initial n-grams). The trigram after (S, S) (the row's first token):
+    # c(S S a) = 2, D2 = 1.0, gamma = 0.5, over the order-2 distribution after S, which
+    # uses c(S a) = 2 (D2 = 0.8, gamma = 0.4), not N1+(. S a) = 1 (D1 = 0.3: a 0.7 + 0.3 p1)
+    p2c_s = np.array([1.2 / 2 + 0.4 * p1[0], 0.4 * p1[1], 0.4 * p1[2]])
+    p3_ss = np.array([0.5 + 0.5 * p2c_s[0], 0.5 * p2c_s[1], 0.5 * p2c_s[2]])
+    assert p3_ss == pytest.approx([0.893333, 0.053333, 0.053333], abs=1e-6)
+    ss = counts.kn_probs([[counts.sep, counts.sep]], orders=[3])[3][0]
+    assert ss == pytest.approx(p3_ss, abs=1e-12)
+
 
 def test_batched_kn_equals_dict_reference_and_sums_to_one():
     """The tokengrams-batched KN and the independent dict implementation give the same
@@ -249,3 +260,118 @@ def test_wide_vocabulary_path_equals_dict_reference():
         want = np.stack([ref.probs(c, n) for c in ctxs])
         assert np.abs(out[n] - want).max() < 1e-12
         assert np.abs(out[n].sum(1) - 1).max() < 1e-12
+
+
+class _NgramSubject:
+    """A toy 'model' whose next-token distribution at every position IS the modified-KN
+    trigram fitted on the same counts (mix = 0), or a known mixture of it (``planted``). It
+    builds its own contexts from the rows it is given
+    (SEP, SEP, row[0..t]) -- independently of the idea's padding -- so a shifted
+    position, context or target in the idea's scoring shows up as KL > 0 at mix = 0."""
+
+    def __init__(self, counts, mix: float = 0.0):
+        self.counts, self.mix = counts, mix
+
+    @staticmethod
+    def planted(p, mix):
+        """q = (1 - mix) p + mix * (all mass on the trigram's least likely token)."""
+        spike = np.zeros_like(p)
+        spike[np.arange(p.shape[0]), p.argmin(1)] = 1.0
+        return (1 - mix) * p + mix * spike
+
+    def forward(self, x, logits=True):
+        import types
+
+        import torch
+
+        x = x.numpy()
+        b, T = x.shape
+        sep = self.counts.sep
+        ctxs = [([sep, sep] + x[i, :t + 1].tolist())[-2:] for i in range(b) for t in range(T)]
+        p = self.counts.kn_probs(ctxs, [3])[3]
+        q = self.planted(p, self.mix)
+        with np.errstate(divide="ignore"):
+            out = torch.as_tensor(np.log(q).reshape(b, T, -1) + 5.0)  # logits: any offset
+        return types.SimpleNamespace(logits=out)
+
+
+def _planted_counts():
+    rng = np.random.default_rng(7)
+    V = 12
+    rows = rng.integers(0, V, size=(120, 20))
+    rows[:, 1::2] = (rows[:, ::2] * 5 + 1) % V  # structure the trigram can use
+    held = rng.integers(0, V, size=(6, 20))
+    held[:, 1::2] = (held[:, ::2] * 5 + 1) % V
+    held[:, 0] = 0  # every row starts with "eot" (0), as packed rows do
+    return NgramCounts.fit(rows, V, 3), held
+
+
+def test_a_model_that_is_the_trigram_is_explained_by_it():
+    """Planted: the model's log-probabilities ARE the KN trigram's (same counts). Then
+    ngram_3.kl = 0, top-1 agreement = 1, every position is explained by the trigram
+    (model - best n-gram = 0 everywhere), and the cluster-bootstrap interval of
+    model - trigram contains 0; a unigram scored alongside is far from the model (KL > 0.1),
+    so the orders are not mixed up."""
+    from mi_ideas_plugins.ngram_baseline.run import position_fractions, score_rows
+    from mi_ideas_plugins.ngram_baseline.stats import paired_cluster_ci, story_clusters
+
+    counts, held = _planted_counts()
+    sc = score_rows(_NgramSubject(counts), held, counts, [1, 3], batch_rows=4)
+    assert np.abs(sc["kl"][3]).max() < 1e-9
+    assert sc["agree"][3].all()
+    assert np.abs(sc["nll_model"] - sc["nll"][3]).max() < 1e-9
+    assert sc["kl"][1].mean() > 0.1 and sc["agree"][1].mean() < 1
+    fr = position_fractions(sc["nll_model"], {3: sc["nll"][3]}, 0.1)
+    assert fr["explained"] == 1.0 and fr["beyond"] == 0.0 and fr["below"] == 0.0
+    labels = np.where(held == 0, 0, 1)  # token 0 plays <|endoftext|>
+    clusters = story_clusters(held, labels)
+    d, lo, hi = paired_cluster_ci(sc["nll_model"] - sc["nll"][3], clusters,
+                                  np.random.default_rng(0), 200)
+    assert lo <= 1e-12 and hi >= -1e-12 and abs(d) < 1e-9  # [0, 0] up to rounding
+
+
+def test_kl_is_model_to_ngram():
+    """KL's direction: the model is q = 0.5 p_3 + 0.5 (a spike on the trigram's least likely
+    token). ngram_3.kl must be KL(q || p_3) = sum q log(q / p_3) (scipy.stats.entropy(q,
+    p_3), computed here from the planted q); KL(q || p_3) >= 0.5 log(0.5 / min p_3) while
+    KL(p_3 || q) <= log 2, so the two differ by far more than 0.1 nats and a reversed KL
+    fails."""
+    from scipy.stats import entropy
+
+    from mi_ideas_plugins.ngram_baseline.run import score_rows
+
+    counts, held = _planted_counts()
+    sc = score_rows(_NgramSubject(counts, mix=0.5), held, counts, [3], batch_rows=6)
+    padded = padded_rows(held, 2, counts.sep)
+    ctxs = [padded[i, t + 1:t + 3].tolist() for i in range(held.shape[0]) for t in range(19)]
+    p = counts.kn_probs(ctxs, [3])[3]
+    q = _NgramSubject.planted(p, 0.5)
+    forward = entropy(q.T, p.T).reshape(held.shape[0], 19)
+    reverse = entropy(p.T, q.T).reshape(held.shape[0], 19)
+    assert forward.mean() - reverse.mean() > 0.1
+    assert np.abs(sc["kl"][3] - forward).max() < 1e-9
+    # and the target of position t is token t + 1, for the model and the n-gram alike
+    tgt = held[:, 1:].reshape(-1)
+    ar = np.arange(tgt.size)
+    assert np.abs(sc["nll_model"].reshape(-1) + np.log(q[ar, tgt])).max() < 1e-9
+    assert np.abs(sc["nll"][3].reshape(-1) + np.log(p[ar, tgt])).max() < 1e-9
+
+
+def test_story_clusters_follow_the_packing():
+    """Rows packed as pack_rows packs them (E = <|endoftext|>): a story cut at a row's end is
+    repeated whole at the next row's start, and those positions are one cluster; a row that
+    ends on E starts the next row with a new story. Position t belongs to token t+1's story
+    (an E ends the story before it)."""
+    from mi_ideas_plugins.ngram_baseline.stats import paired_cluster_ci, story_clusters
+
+    E = 9
+    rows = np.array([[E, 1, 2, E, 3, 4],      # story A = 1 2; story B = 3 4 5 cut
+                     [E, 3, 4, 5, E, 6],      # B again whole, then C = 6 7 cut
+                     [E, 6, 7, E, 1, E]])     # C whole, D = 1, ends on E
+    got = story_clusters(rows, (rows == E).astype(int) * 0 + (rows != E))
+    # positions 0..4 predict tokens 1..5 of each row
+    assert got.tolist() == [[0, 0, 0, 1, 1], [1, 1, 1, 1, 2], [2, 2, 2, 3, 3]]
+    # a cluster bootstrap of a per-cluster constant: the interval spans the cluster values
+    diff = np.array([0.0, 1.0, 2.0, 3.0])[got]
+    d, lo, hi = paired_cluster_ci(diff, got, np.random.default_rng(0), 500)
+    assert d == pytest.approx(diff.mean()) and 0 <= lo < d < hi <= 3

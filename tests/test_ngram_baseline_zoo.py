@@ -84,15 +84,17 @@ def test_zoo_corpus_prefix_is_the_full_texts_prefix():
 def test_model_beats_its_trigram_on_the_zoo(zoo_run):
     """The zoo model (held-out loss 0.706) against a modified-KN trigram fitted on the first
     4,000 training stories (0.5M tokens), on the same 1,016 positions: the whole 95% interval
-    of model - trigram must lie below -0.3 nats/token. Stated margin, and why it is safe:
-    this configuration (8 rows, 4,000 stories) gave -0.69 [-0.76, -0.64] at seed 0 (trigram
-    1.411), and the docs run (a trigram on the whole 6M-token training text, 96 rows) -0.66
-    [-0.68, -0.65] (trigram 1.382): twelve times the text moves the trigram by ~0.03 nats
+    (cluster bootstrap over the 9 held-out stories in these rows) of model - trigram must lie
+    below -0.3 nats/token. Stated margin, and why it is safe: this configuration (8 rows,
+    4,000 stories) gave -0.69 [-0.78, -0.63] at seed 0 (trigram 1.411), and the docs run (a
+    trigram on the whole 6M-token training text, 96 rows, 97 stories) -0.66 [-0.68, -0.64]
+    (trigram 1.382): twelve times the text moves the trigram by ~0.03 nats
     (the stories are templated), so the interval's upper end sits more than 0.3 nats below
     the threshold with either. A model that were only trigram statistics would sit at 0,
     with a KL to the trigram near 0 (here 0.65)."""
     m = zoo_run.metrics
     assert m["ngram_3.model_minus_ngram_ci_high"] < -0.3, m["ngram_3.model_minus_ngram"]
+    assert m["n_heldout_stories"] >= N_ROWS  # the bootstrap's units: stories, not rows
     assert m["model.loss"] < m["ngram_3.loss"]
     for n in zoo_run.details["orders"]:  # KN never gives a token probability 0: finite KL
         assert np.isfinite(m[f"ngram_{n}.kl"]) and m[f"ngram_{n}.kl"] > 0.1

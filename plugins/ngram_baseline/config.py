@@ -59,8 +59,8 @@ class NgramConfig(IdeaConfig):
         "predicts token t + 1; bin [a, b) holds a <= t < b).")
     batch_rows: int = Field(8, ge=1, description="Held-out rows per model forward and per "
                             "batched n-gram query (rows x (context_length - 1) positions).")
-    n_bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples of held-out rows "
-                             "for the confidence intervals.")
+    n_bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples of held-out stories "
+                             "(clusters of positions) for the confidence intervals.")
 
     @field_validator("orders")
     @classmethod

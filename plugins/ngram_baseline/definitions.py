@@ -6,15 +6,21 @@ _POS = ("over the scored held-out positions (every position t = 0..n_ctx-2 of th
         "n_eval_rows held-out rows predicts token t+1; the same positions for the model and "
         "every n-gram)")
 _KN = ("interpolated modified Kneser-Ney (Chen & Goodman: raw counts at order {n}, "
-       "continuation counts N1+(. h w) below, discounts D1, D2, D3+ per order from "
+       "continuation counts N1+(. h w) below except for n-grams beginning with the row "
+       "separator, which keep raw counts as in KenLM, discounts D1, D2, D3+ per order from "
        "count-of-counts, uniform at order 0), fitted on the training rows")
-_CI = ("95% percentile bootstrap over held-out rows (rows resampled, a row's positions kept "
-       "together), paired by position")
+_CI = ("95% percentile cluster bootstrap over held-out stories (the resampled unit is a "
+       "story: every scored position whose target token belongs to it, across the two rows "
+       "a story cut at a row end spans; the statistic is the pooled per-position mean), "
+       "paired by position")
 
 DEFINITIONS: dict[str, str] = {
     "model.loss": "mean next-token cross-entropy (nats/token) of the model " + _POS,
     "n_heldout_positions": "number of scored held-out positions (n_eval_rows x (n_ctx - 1))",
-    "n_heldout_rows": "number of scored held-out rows (the unit of the bootstrap intervals)",
+    "n_heldout_rows": "number of scored held-out rows (n_eval_rows, or fewer if there are "
+        "fewer)",
+    "n_heldout_stories": "number of held-out stories (texts) the scored positions belong "
+        "to: the clusters (independent units) of the bootstrap intervals",
     "n_train_tokens": "tokens of the training rows the n-grams are counted on",
     "fit_seconds": "wall time (s) to index the training rows with tokengrams and count "
                    "continuation counts and count-of-counts for every order",

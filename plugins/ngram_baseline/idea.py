@@ -19,7 +19,7 @@ class NgramBaseline(Idea):
     counts (Chen & Goodman; ``ngram_N.loss``), computed here from tokengrams' counts, and
     tokengrams' own interpolated absolute discounting (``ngram_N.loss_tokengrams``). Per n:
     held-out loss against ``model.loss``, top-1 agreement, KL(model || n-gram), the paired
-    loss difference with a bootstrap interval over held-out rows; the fraction of positions
+    loss difference with a bootstrap interval over held-out stories; the fraction of positions
     where the model is within ``near_nats`` of the best n-gram; by position in the context
     and by token type (the zoo's concept labels); and, across training checkpoints (the
     zoo's by default), when the model first beats each n.

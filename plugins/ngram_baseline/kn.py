@@ -20,7 +20,9 @@ language modeling", section 3, interpolated form), for an order-n model and a co
 
 with h' = h without its first token, c the raw counts at the highest order, and at every
 lower order k < n the *continuation counts* c_KN(g w) = N1+(. g w) (the number of distinct
-tokens seen before g w) in place of c. ``N_i(h .)`` is the number of tokens w with count i
+tokens seen before g w) in place of c -- except for an n-gram g w that begins with SEP (a row
+start): only SEP can precede it, so N1+(. g w) would be 1 for every w, and it keeps its raw
+count c(g w) instead (what KenLM and SRILM do for n-grams beginning with ``<s>``). ``N_i(h .)`` is the number of tokens w with count i
 after h (3+: three or more). Order 0 is the uniform distribution 1 / vocab. A context never
 seen (c(h) = 0) backs off entirely (p_n = p_{n-1}). The discounts of each order and each kind
 (raw, continuation) come from that order's count-of-counts n_1..n_4 (over the n-grams whose
@@ -225,16 +227,17 @@ class SortedCounts:
         return out
 
 
-def _distinct_rows(rows: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Distinct rows of ``rows`` (n, k), how often each occurs, and their sorted packed codes
-    (None when k ids do not fit in 62 bits)."""
+def _distinct_rows(rows: np.ndarray, base: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Distinct rows of ``rows`` (n, k), how often each occurs, their sorted packed codes
+    (None when k ids do not fit in 62 bits), and each row's index among the distinct ones."""
     k = rows.shape[1]
     bits = _bits(base)
     if bits * k > 62:
-        out, counts = np.unique(rows, axis=0, return_counts=True)
-        return out.astype(np.int64), counts, None
-    uniq, counts = np.unique(_pack(rows, bits), return_counts=True)
-    return _unpack(uniq, k, bits), counts, uniq
+        out, inv, counts = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
+        return out.astype(np.int64), counts, None, inv.reshape(-1)
+    uniq, inv, counts = np.unique(_pack(rows, bits), return_inverse=True, return_counts=True)
+    return _unpack(uniq, k, bits), counts, uniq, inv.reshape(-1)
 
 
 def _index_from_tokens(tokengrams: Any, tokens: np.ndarray, vocab: int, workdir: str) -> Any:
@@ -304,15 +307,27 @@ class NgramCounts:
             n_distinct[k] = int(grams.shape[0])
             disc["raw"][k], est["raw"][k] = discounts_from_counts(counts)
             if k >= 2:  # continuation counts of order k - 1 from the distinct k-grams
-                _, cont, codes = _distinct_rows(grams[:, 1:], base)
+                tails = grams[:, 1:]
+                _, cont, codes, inv = _distinct_rows(tails, base)
+                # A tail that begins with SEP (a row start) is preceded only by SEP, so its
+                # N1+(. g) is always 1; such n-grams keep their raw count c(g), the sum of
+                # the counts of the k-grams that end in them (as KenLM / SRILM do for
+                # <s>-initial n-grams). Their discounts come from these adjusted counts.
+                tail_sep = np.bincount(inv, weights=(tails[:, 0] == sep), minlength=cont.size) > 0
+                if tail_sep.any():
+                    raw_tail = np.bincount(inv, weights=counts, minlength=cont.size)
+                    cont = np.where(tail_sep, np.rint(raw_tail), cont).astype(np.int64)
                 disc["cont"][k - 1], est["cont"][k - 1] = discounts_from_counts(cont)
                 if k - 1 == 1:
                     cont_unigram = np.bincount(grams[:, 1], minlength=vocab).astype(np.int64)
                 elif codes is not None:  # the common case: sorted codes, searched in numpy
                     cont_index[k - 1] = SortedCounts(codes, cont, _bits(base))
                 else:  # ids too wide to pack: a tokengrams index over the distinct tails
+                    # (a SEP-initial k-gram entered once per occurrence: raw counts)
+                    reps = np.where(tails[:, 0] == sep, counts, 1)
                     entries = np.concatenate(
-                        [grams[:, 1:], np.full((grams.shape[0], 1), vocab + 1, dtype=np.int64)],
+                        [np.repeat(tails, reps, axis=0),
+                         np.full((int(reps.sum()), 1), vocab + 1, dtype=np.int64)],
                         axis=1).reshape(-1)
                     cont_index[k - 1] = _index_from_tokens(tokengrams, entries, vocab + 2, workdir)
         for kind, by_order in (discounts or {}).items():

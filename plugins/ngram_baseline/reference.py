@@ -5,7 +5,8 @@ compared: the tests check they agree, and ``benchmarks/ngram.py`` times the batc
 tokengrams path against it. Same conventions as :mod:`.kn`: rows padded with
 ``max_order - 1`` separators ``SEP = vocab``, n-grams ending in SEP not counted, order 0
 uniform, Chen & Goodman's three discounts per order and kind where they lie in (0, i], else
-Ney's single discount, else 0.75.
+Ney's single discount, else 0.75; a lower-order n-gram that begins with SEP keeps its raw
+count in place of the continuation count.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ class DictKN:
         cont: dict[int, Counter] = {k: Counter() for k in range(1, max_order)}
         for k in range(2, max_order + 1):
             for g in raw[k]:
-                cont[k - 1][g[1:]] += 1
+                if g[1] == sep:  # nothing but SEP precedes a row start: raw count (KenLM)
+                    cont[k - 1][g[1:]] = raw[k - 1][g[1:]]
+                else:
+                    cont[k - 1][g[1:]] += 1
         self.discounts = {"raw": {k: _discounts(list(c.values())) for k, c in raw.items()},
                           "cont": {k: _discounts(list(c.values())) for k, c in cont.items()}}
         self.nexts: dict[str, dict[int, dict[tuple, dict[int, int]]]] = {"raw": {}, "cont": {}}

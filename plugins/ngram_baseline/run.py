@@ -50,13 +50,86 @@ def _model_nll(subject: Any, rows: Any, batch_rows: int):
     return out
 
 
+def score_rows(subject: Any, held: Any, counts: Any, orders: list[int], batch_rows: int,
+               tokengrams_rows: int = 0, update: Any = None) -> dict[str, Any]:
+    """The model and every n-gram on the same held-out positions: per position (R, T-1)
+    the model's NLL, each order's NLL, KL(model || n-gram) and top-1 agreement (and
+    tokengrams' own NLL on the first ``tokengrams_rows`` rows). Position t of a row is
+    predicted by the model's logits at t and by the n-gram from the last n - 1 tokens up
+    to and including t (SEP-padded at the row start); its target is token t + 1."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from . import kn
+
+    top = max(orders)
+    R, P = held.shape[0], held.shape[1] - 1
+    padded = kn.padded_rows(held, top - 1, counts.sep)
+    nll_model = np.zeros((R, P))
+    nll = {n: np.zeros((R, P)) for n in orders}
+    R_tg = min(R, tokengrams_rows)
+    nll_tg = {n: np.zeros((R_tg, P)) for n in orders}
+    kl = {n: np.zeros((R, P)) for n in orders}
+    agree = {n: np.zeros((R, P), dtype=bool) for n in orders}
+    t_kn = t_tg = 0.0
+    for start in range(0, R, batch_rows):
+        rows = held[start:start + batch_rows]
+        b = rows.shape[0]
+        x = torch.as_tensor(rows, dtype=torch.long)
+        with torch.no_grad():
+            logits = subject.forward(x, logits=True).logits
+        logq = logits[:, :-1].double().log_softmax(-1).reshape(b * P, -1).numpy()
+        target = rows[:, 1:].reshape(-1)
+        ar = np.arange(b * P)
+        nll_model[start:start + b] = -logq[ar, target].reshape(b, P)
+        q = np.exp(logq)
+        top_model = logq.argmax(1)
+        ctxs = [padded[start + i, t + 1:t + top].tolist() for i in range(b) for t in range(P)]
+        t1 = time.perf_counter()
+        probs = counts.kn_probs(ctxs, orders)
+        t_kn += time.perf_counter() - t1
+        for n in orders:
+            p = probs[n]
+            logp = np.log(p)  # p > 0 everywhere: the order-0 uniform always keeps mass
+            nll[n][start:start + b] = -logp[ar, target].reshape(b, P)
+            # KL(model || n-gram): the expectation is under the model's q
+            kl[n][start:start + b] = (q * (logq - logp)).sum(1).reshape(b, P)
+            agree[n][start:start + b] = (p.argmax(1) == top_model).reshape(b, P)
+            b_tg = max(0, min(b, R_tg - start))  # rows of this batch among the first R_tg
+            if b_tg:
+                t1 = time.perf_counter()
+                pt = counts.tokengrams_probs(ctxs[:b_tg * P], n)
+                t_tg += time.perf_counter() - t1
+                with np.errstate(divide="ignore"):
+                    nll_tg[n][start:start + b_tg] = -np.log(
+                        pt[ar[:b_tg * P], target[:b_tg * P]]).reshape(b_tg, P)
+        if update is not None:
+            update(b)
+    return {"nll_model": nll_model, "nll": nll, "nll_tg": nll_tg, "kl": kl, "agree": agree,
+            "R": R, "P": P, "R_tg": R_tg, "t_kn": t_kn, "t_tg": t_tg}
+
+
+def position_fractions(nll_model: Any, nll: dict[int, Any], eps: float) -> dict[str, Any]:
+    """Per-position oracle over the orders: the best n-gram's NLL at each position, the gap
+    model - best, and the explained / beyond / below fractions (|gap| <= eps, gap < -eps,
+    gap > eps)."""
+    import numpy as np
+
+    best = np.min(np.stack([nll[n] for n in sorted(nll)]), axis=0)
+    gap = nll_model - best
+    return {"best": best, "gap": gap, "explained": float((np.abs(gap) <= eps).mean()),
+            "beyond": float((gap < -eps).mean()), "below": float((gap > eps).mean())}
+
+
 def run(ctx: RunContext, config: NgramConfig) -> IdeaResult:
     import numpy as np
     import torch
 
     from . import kn
     from .corpus import build_split
-    from .stats import by_bins, paired_rows_ci
+    from .stats import by_bins, paired_cluster_ci, story_clusters
 
     kn.import_tokengrams()  # refuse before anything heavy
     subject = ctx.subject
@@ -79,50 +152,15 @@ def run(ctx: RunContext, config: NgramConfig) -> IdeaResult:
     t_fit = time.perf_counter() - t0
     ctx.log(f"  counted {train.size:,} tokens up to order {top} in {t_fit:.1f} s")
 
-    R, P = held.shape[0], held.shape[1] - 1
-    padded = kn.padded_rows(held, top - 1, counts.sep)
-    nll_model = np.zeros((R, P))
-    nll = {n: np.zeros((R, P)) for n in orders}
-    R_tg = min(R, config.tokengrams_rows)
-    nll_tg = {n: np.zeros((R_tg, P)) for n in orders}
-    kl = {n: np.zeros((R, P)) for n in orders}
-    agree = {n: np.zeros((R, P), dtype=bool) for n in orders}
-    t_kn = t_tg = 0.0
-    bar = ctx.progress(total=R, desc="score held-out rows")
-    for start in range(0, R, config.batch_rows):
-        rows = held[start:start + config.batch_rows]
-        b = rows.shape[0]
-        x = torch.as_tensor(rows, dtype=torch.long)
-        with torch.no_grad():
-            logits = subject.forward(x, logits=True).logits
-        logq = logits[:, :-1].double().log_softmax(-1).reshape(b * P, -1).numpy()
-        target = rows[:, 1:].reshape(-1)
-        ar = np.arange(b * P)
-        nll_model[start:start + b] = -logq[ar, target].reshape(b, P)
-        q = np.exp(logq)
-        top_model = logq.argmax(1)
-        ctxs = [padded[start + i, t + 1:t + top].tolist() for i in range(b) for t in range(P)]
-        t1 = time.perf_counter()
-        probs = counts.kn_probs(ctxs, orders)
-        t_kn += time.perf_counter() - t1
-        for n in orders:
-            p = probs[n]
-            logp = np.log(p)  # p > 0 everywhere: the order-0 uniform always keeps mass
-            nll[n][start:start + b] = -logp[ar, target].reshape(b, P)
-            kl[n][start:start + b] = (q * (logq - logp)).sum(1).reshape(b, P)
-            agree[n][start:start + b] = (p.argmax(1) == top_model).reshape(b, P)
-            b_tg = max(0, min(b, R_tg - start))  # rows of this batch among the first R_tg
-            if b_tg:
-                t1 = time.perf_counter()
-                pt = counts.tokengrams_probs(ctxs[:b_tg * P], n)
-                t_tg += time.perf_counter() - t1
-                with np.errstate(divide="ignore"):
-                    nll_tg[n][start:start + b_tg] = -np.log(
-                        pt[ar[:b_tg * P], target[:b_tg * P]]).reshape(b_tg, P)
-        bar.update(b)
+    bar = ctx.progress(total=held.shape[0], desc="score held-out rows")
+    sc = score_rows(subject, held, counts, orders, config.batch_rows, config.tokengrams_rows,
+                    bar.update)
     bar.close()
+    nll_model, nll, nll_tg, kl, agree = (sc[k] for k in ("nll_model", "nll", "nll_tg", "kl", "agree"))
+    R, P, R_tg, t_kn, t_tg = sc["R"], sc["P"], sc["R_tg"], sc["t_kn"], sc["t_tg"]
     ctx.log(f"  modified-KN distributions for {R * P:,} positions x {len(orders)} orders in "
             f"{t_kn:.1f} s" + (f"; tokengrams' own for {R_tg * P:,} positions in {t_tg:.1f} s" if R_tg else ""))
+    clusters = story_clusters(held, held_labels)
 
     result = IdeaResult()
 
@@ -135,7 +173,10 @@ def run(ctx: RunContext, config: NgramConfig) -> IdeaResult:
     add("n_heldout_rows", R)
     add("n_train_tokens", counts.n_train_tokens)
     add("fit_seconds", t_fit)
-    best_per_pos = np.min(np.stack([nll[n] for n in orders]), axis=0)
+    add("n_heldout_stories", int(clusters.max()) + 1)
+    eps = config.near_nats
+    fr = position_fractions(nll_model, nll, eps)
+    best_per_pos, gap = fr["best"], fr["gap"]
     for n in orders:
         add(f"ngram_{n}.loss", nll[n].mean(), "ngram_N.loss", n=n)
         if R_tg:
@@ -147,16 +188,14 @@ def run(ctx: RunContext, config: NgramConfig) -> IdeaResult:
                 "ngram_N.tokengrams_zero_fraction", n=n, rows=R_tg)
         add(f"ngram_{n}.top1_agreement", agree[n].mean(), "ngram_N.top1_agreement", n=n)
         add(f"ngram_{n}.kl", kl[n].mean(), "ngram_N.kl", n=n)
-        d, lo, hi = paired_rows_ci(nll_model - nll[n], rng, config.n_bootstrap)
+        d, lo, hi = paired_cluster_ci(nll_model - nll[n], clusters, rng, config.n_bootstrap)
         add(f"ngram_{n}.model_minus_ngram", d, "ngram_N.model_minus_ngram", n=n)
         add(f"ngram_{n}.model_minus_ngram_ci_low", lo, "ngram_N.model_minus_ngram_ci_low", n=n)
         add(f"ngram_{n}.model_minus_ngram_ci_high", hi, "ngram_N.model_minus_ngram_ci_high", n=n)
-    gap = nll_model - best_per_pos
-    eps = config.near_nats
     add("best_ngram.loss", best_per_pos.mean())
-    add("explained_by_ngrams.fraction", (np.abs(gap) <= eps).mean(), eps=eps)
-    add("beyond_ngrams.fraction", (gap < -eps).mean(), eps=eps)
-    add("below_ngrams.fraction", (gap > eps).mean(), eps=eps)
+    add("explained_by_ngrams.fraction", fr["explained"], eps=eps)
+    add("beyond_ngrams.fraction", fr["beyond"], eps=eps)
+    add("below_ngrams.fraction", fr["below"], eps=eps)
     best_n = min(orders, key=lambda n: nll[n].mean())
     add("best_order", best_n)
 
@@ -189,7 +228,7 @@ def run(ctx: RunContext, config: NgramConfig) -> IdeaResult:
         row = {"label": c["label"], "step": c["step"], "tokens_seen": c["tokens_seen"],
                "loss": float(ck_nll.mean()), "manifest_heldout_loss": c["manifest_heldout_loss"]}
         for n in orders:
-            d, lo, hi = paired_rows_ci(ck_nll - nll[n], rng, config.n_bootstrap)
+            d, lo, hi = paired_cluster_ci(ck_nll - nll[n], clusters, rng, config.n_bootstrap)
             row[f"minus_ngram_{n}"] = [d, lo, hi]
         table.append(row)
         ctx.log(f"  checkpoint {c['label']}: loss {row['loss']:.4f}")
