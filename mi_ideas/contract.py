@@ -207,7 +207,10 @@ class Idea:
         config whose total exceeds the memory budget (``--memory-budget``), with these
         items in the message. ``None`` means no estimate (the run is not checked). An
         estimate whose sizes grow with the data may take a third parameter, ``dataset``
-        (the run's :class:`mi_ideas.data.Dataset`, or None).
+        (the run's :class:`mi_ideas.data.Dataset`, or None); one that checks the config
+        against the run's dictionaries or the host's registries may also take ``saes`` (the
+        loaded SAELens objects) and ``host`` (e.g. ``host.judges``). Whatever it raises is
+        raised before the run directory exists.
         """
         return None
 
