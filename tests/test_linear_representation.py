@@ -377,6 +377,7 @@ def test_ladder_separate_directions(toys, tmp_path):
     assert np.isnan(m["resid_post.0.intensity.spearman"])
     assert m["resid_post.0.intensity.norm_ratio"] == pytest.approx(1.0, abs=1e-4)
     assert "intensity is not one magnitude" in rec.details["answer"]
+    assert "does not move with the level" in rec.details["answer"] and "nan" not in rec.details["answer"]
 
 
 def test_reinit_control_runs_on_the_same_prompts(toys, tmp_path):

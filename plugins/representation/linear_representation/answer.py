@@ -25,7 +25,11 @@ def answer_text(result: Any) -> str:
         parts.append(f"held-out combinations are retrieved from their predicted sum "
                      f"{acc:.0%} of the time (chance {nn_chance:.1%})")
     rho = m.get(f"{site}.intensity.spearman")
-    if rho is not None:
+    if rho is not None and rho != rho:  # NaN: the part's projection does not vary
+        parts.append("on the intensity ladder the concept-specific part does not move with "
+                     "the level (Spearman ρ undefined): intensity is not one magnitude along "
+                     "the concept's direction")
+    elif rho is not None:
         lo, hi = (m.get(f"{site}.intensity.spearman_ci_{e}", float("nan")) for e in ("low", "high"))
         ratio = m.get(f"{site}.intensity.norm_ratio", float("nan"))
         cos = m.get(f"{site}.intensity.diff_cosine", float("nan"))
