@@ -71,6 +71,12 @@ def build_result(exp: dict[str, Any], config: Any, rng: Any) -> IdeaResult:
             f"{METHOD_TEXT[cond]}, {unit} (a repetition check next to fluency: the unsteered "
             f"model can find repetition likely).")
 
+    def add_share(name: str, r: dict[str, float], defn: str) -> None:
+        add(name, r["mean"], defn + ".")
+        for end, word in (("ci_low", "Lower"), ("ci_high", "Upper")):
+            add(f"{name}.{end}", r[end],
+                f"{word} end of {name}" + ci + " (resamples with no effect skipped).")
+
     retained_out: dict[str, dict[str, float]] = {}
     for method in ("steering", "prompting"):
         r = retained(prompt_means(f"{method}.ignore", "concept"), prompt_means(method, "concept"),
@@ -81,11 +87,7 @@ def build_result(exp: dict[str, Any], config: Any, rng: Any) -> IdeaResult:
                 f"concept[unsteered]), ratio of means {unit}; 1 = the ignore line changes "
                 f"nothing, 0 = back to the unsteered rate, < 0 = below it; NaN when "
                 f"concept[{method}] − concept[unsteered] ≤ 0 (no effect to retain)")
-        add(f"{method}.ignore.retained", r["mean"], defn + ".")
-        add(f"{method}.ignore.retained.ci_low", r["ci_low"],
-            f"Lower end of {method}.ignore.retained" + ci + " (resamples with no effect skipped).")
-        add(f"{method}.ignore.retained.ci_high", r["ci_high"],
-            f"Upper end of {method}.ignore.retained" + ci + " (resamples with no effect skipped).")
+        add_share(f"{method}.ignore.retained", r, defn)
         r2 = retained(prompt_means(f"{method}.ignore", "concept"), prompt_means(method, "concept"),
                       prompt_means("unsteered", "concept"), idx,
                       ignore_baseline=prompt_means("ignore_only", "concept"))
@@ -96,13 +98,7 @@ def build_result(exp: dict[str, Any], config: Any, rng: Any) -> IdeaResult:
                  f"{method}.ignore.retained by the ignore line's own effect (concept[ignore_only] − "
                  f"concept[unsteered]), positive when the line makes the model name the word more; "
                  f"NaN when concept[{method}] − concept[unsteered] ≤ 0")
-        add(f"{method}.ignore.retained_vs_ignore_only", r2["mean"], defn2 + ".")
-        add(f"{method}.ignore.retained_vs_ignore_only.ci_low", r2["ci_low"],
-            f"Lower end of {method}.ignore.retained_vs_ignore_only" + ci
-            + " (resamples with no effect skipped).")
-        add(f"{method}.ignore.retained_vs_ignore_only.ci_high", r2["ci_high"],
-            f"Upper end of {method}.ignore.retained_vs_ignore_only" + ci
-            + " (resamples with no effect skipped).")
+        add_share(f"{method}.ignore.retained_vs_ignore_only", r2, defn2)
         eff = mean_ci(prompt_means(method, "concept") - prompt_means("unsteered", "concept"), idx)
         add(f"{method}.concept_effect", eff["mean"],
             f"concept[{method}] − concept[unsteered] {unit}: the effect the retained shares "
