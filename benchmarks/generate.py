@@ -137,7 +137,7 @@ def compare(name: str, subject, hf, layer: int, batch, n: int, rounds: int,
 def prompts(subject, texts, n: int, lengths=range(6, 14)):
     """``n`` prompts cut to lengths cycling through ``lengths`` (left-padded), BOS first."""
     rows = []
-    for i, text in enumerate(texts):
+    for text in texts:
         ids = subject.tokenize(text).input_ids[0].tolist()
         want = list(lengths)[len(rows) % len(lengths)]
         if len(ids) >= want:
@@ -147,7 +147,7 @@ def prompts(subject, texts, n: int, lengths=range(6, 14)):
     return subject.batch_from_ids(rows)
 
 
-def remote_requests(batch, n: int) -> None:
+def remote_requests(local, batch, n: int) -> None:
     """The zoo batch through the loopback NDIF server: requests for the whole generation."""
     import torch
     from nnsight.schema.config import CONFIG
@@ -156,7 +156,6 @@ def remote_requests(batch, n: int) -> None:
     from mi_ideas.subject import Intervention
     from tests.ndif.fixtures import NDIFTestServer
 
-    local = load_subject("zoo:stories-gpt2")
     v = steering_vector(local, batch, "resid_pre.2")
     ivs = [Intervention("resid_pre.2", "add", v)]
     want = local.generate(batch, max_new_tokens=n, interventions=ivs)
@@ -203,7 +202,7 @@ def main() -> None:
         tl = load_subject("tl:zoo:stories-gpt2") if args.tl else None
         compare("(b) zoo:stories-gpt2", subject, hf, 2, batch, n, rounds, args.rerun, tl)
         if not args.no_remote:
-            remote_requests(batch, n)
+            remote_requests(subject, batch, n)
 
     if args.only != "zoo":
         sys.path.insert(0, str(Path(__file__).resolve().parent))

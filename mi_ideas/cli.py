@@ -228,7 +228,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     record = resume(args.run_dir, host=_host(args), quiet=args.quiet,
                     command=["mi-ideas", *sys.argv[1:]], model=args.model, saes=args.sae,
                     data=args.data, remote=args.remote, memory_budget=args.memory_budget)
-    print_metrics(record.result, which=getattr(args, "metrics", None))
+    print_metrics(record.result)
     print(f"\nrun directory: {record.path}")
     print_summary(record.path)
     return 0

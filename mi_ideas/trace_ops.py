@@ -72,13 +72,14 @@ def stats(logits: torch.Tensor, final_resid, index, kl_reference, topk: int,
         if l2_reference is not None:
             l2_reference = l2_reference[rows.to(l2_reference.device)]
     picked = select(logits, index)
-    lp = picked.float().log_softmax(-1)
+    # float32 log-probs only for the outputs that read them (topk, entropy)
+    lp = picked.float().log_softmax(-1) if (topk or entropy) else None
     wants64 = kl_reference is not None or target_ids is not None
     # In float64: near the reference the KL is ~1e-5 nats (JS ~1e-6), where float32 rounding
     # of the log-softmax (different between the last-token and the full forward) is ~1e-7.
     lp64 = picked.double().log_softmax(-1) if wants64 else None
     if kl_reference is not None:
-        ref = kl_reference.to(lp.device).double()
+        ref = kl_reference.to(picked.device).double()
         p = ref.exp()
         out["kl"] = (p * (ref - lp64)).sum(-1).float()
         if js or tv:

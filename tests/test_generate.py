@@ -19,11 +19,12 @@ N = 8
 
 
 @pytest.fixture(scope="module")
-def subjects(ndif_model_dir):
-    """nnsight and TransformerLens subjects of the tiny GPT-2 and of the zoo model."""
+def subjects(local, ndif_model_dir):
+    """nnsight and TransformerLens subjects of the tiny GPT-2 (``local``: conftest's) and of
+    the zoo model."""
     from mi_ideas import load_subject
 
-    return {"tiny": (load_subject(f"hf:{ndif_model_dir}"), load_subject(f"tl:{ndif_model_dir}")),
+    return {"tiny": (local, load_subject(f"tl:{ndif_model_dir}")),
             "zoo": (load_subject("zoo:stories-gpt2"), load_subject("tl:zoo:stories-gpt2"))}
 
 

@@ -45,6 +45,14 @@ _LLAMA_LIKE = {
 }
 
 
+def _refuse_resid_mid_intervention(site: Any) -> None:
+    raise UsageError(
+        "the nnsight back-end can read resid_mid but not intervene on it (the residual "
+        f"stream is not a module boundary there); intervene on attn_out.{site.layer} or "
+        "resid_pre/resid_post instead."
+    )
+
+
 @dataclass(frozen=True)
 class Architecture:
     """How one Hugging Face architecture maps onto the standard module names."""
@@ -240,11 +248,7 @@ class NNsightSubject(Subject):
             ivs = [(iv.op, iv.value, position_index(iv.positions, batch))
                    for iv in interventions if self.site(iv.site) == site]
             if ivs and site.kind == "resid_mid":
-                raise UsageError(
-                    "the nnsight back-end can read resid_mid but not intervene on it (the "
-                    "residual stream is not a module boundary there); intervene on "
-                    f"attn_out.{site.layer} or resid_pre/resid_post instead."
-                )
+                _refuse_resid_mid_intervention(site)
             reads = [n for n, s in read.items() if s == site]
             plan.append((self._envoy(site), ivs, reads))
         want_stats = stats is not None and stats.wants_anything()
@@ -302,11 +306,7 @@ class NNsightSubject(Subject):
         plan = []
         for site in sort_sites([iv.site for iv in interventions], self.n_layers):
             if site.kind == "resid_mid":
-                raise UsageError(
-                    "the nnsight back-end can read resid_mid but not intervene on it (the "
-                    "residual stream is not a module boundary there); intervene on "
-                    f"attn_out.{site.layer} or resid_pre/resid_post instead."
-                )
+                _refuse_resid_mid_intervention(site)
             ivs = [(iv.op, iv.value, None) for iv in interventions if self.site(iv.site) == site]
             plan.append((self._envoy(site), ivs))
         kwargs: dict[str, Any] = dict(

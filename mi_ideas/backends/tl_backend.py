@@ -74,6 +74,12 @@ class TLSubject(Subject):
             return self._forward_locked(batch, read, positions, interventions, logits, stats,
                                         start_layer, start_resid)
 
+    def _norm_module(self, hook_name: str) -> Any:
+        """The LayerNorm module whose output a ``hook_normalized`` site is."""
+        if hook_name.startswith("ln_final"):
+            return self.model.ln_final
+        return self.model.blocks[int(hook_name.split(".")[1])].ln2
+
     def _forward_locked(self, batch: Batch, read: dict[str, Site], positions: Any,
                         interventions: list[Intervention], logits: bool,
                         stats: StatsRequest | None, start_layer: int | None = None,
@@ -117,8 +123,7 @@ class TLSubject(Subject):
                  if h not in module_hooks]
         handles = []
         for h, (ivs, names) in module_hooks.items():
-            module = (self.model.ln_final if h.startswith("ln_final")
-                      else self.model.blocks[int(h.split(".")[1])].ln2)
+            module = self._norm_module(h)
             fn = make_hook(ivs, names)
             handles.append(module.register_forward_hook(
                 lambda mod, args, output, fn=fn, h=h: fn(output, _Named(h))))
@@ -184,8 +189,7 @@ class TLSubject(Subject):
         fwd_hooks = []
         for h, ivs in by_hook.items():
             if h.endswith("hook_normalized"):
-                module = (self.model.ln_final if h.startswith("ln_final")
-                          else self.model.blocks[int(h.split(".")[1])].ln2)
+                module = self._norm_module(h)
                 fn = make_hook(ivs)
                 module_hooks.append((module, lambda mod, args, out, fn=fn: fn(out)))
             else:

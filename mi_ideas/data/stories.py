@@ -953,26 +953,24 @@ def emotion_event_prompts(
     return out
 
 
-def topic_prompts(concept: str, template: str = "A story about {word}.") -> list[LabelledText]:
-    """Concept-announcing lines ("A story about cake."), one per word of ``CONCEPTS[concept]``.
-
-    In the corpus such a line precedes a story featuring that word, so it is
-    the prompting baseline for steering towards a concept.
-    """
-    cat = {"animals": "animal", "food": "food", "places": "place", "emotions": "emotion",
-           "positive_emotions": "emotion", "negative_emotions": "emotion", "colours": "colour",
-           "textures": "texture", "furniture": "furniture", "toys": "toy", "weather": "weather",
-           "traits": "trait", "names": "name"}[concept]
-    return [_fill(template, {"word": _Slot(w, cat, w)}, {"family": "topic", "concept": concept, "word": w})
-            for w in CONCEPTS[concept]]
-
-
 _CONCEPT_CATEGORY = {
     "animals": "animal", "food": "food", "places": "place", "emotions": "emotion",
     "positive_emotions": "emotion", "negative_emotions": "emotion", "colours": "colour",
     "textures": "texture", "furniture": "furniture", "toys": "toy", "weather": "weather",
     "traits": "trait", "names": "name",
 }
+
+
+def topic_prompts(concept: str, template: str = "A story about {word}.") -> list[LabelledText]:
+    """Concept-announcing lines ("A story about cake."), one per word of ``CONCEPTS[concept]``.
+
+    In the corpus such a line precedes a story featuring that word, so it is
+    the prompting baseline for steering towards a concept.
+    """
+    cat = _CONCEPT_CATEGORY[concept]
+    return [_fill(template, {"word": _Slot(w, cat, w)}, {"family": "topic", "concept": concept, "word": w})
+            for w in CONCEPTS[concept]]
+
 
 
 def ignore_prompts(concept_or_word: str, template: str = IGNORE_TEMPLATE) -> list[LabelledText]:
