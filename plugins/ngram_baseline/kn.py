@@ -145,9 +145,7 @@ def _first_and_inverse(keys: np.ndarray, base: int) -> tuple[np.ndarray, np.ndar
     row's position among them."""
     bits = _bits(base)
     if bits * keys.shape[1] <= 62:
-        code = np.zeros(keys.shape[0], dtype=np.int64)
-        for j in range(keys.shape[1]):
-            code = (code << bits) | keys[:, j]
+        code = _pack(keys, bits)
         _, first, inv = np.unique(code, return_index=True, return_inverse=True)
     else:
         _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)

@@ -25,11 +25,7 @@ def _checkpoint_list(ctx: RunContext, config: NgramConfig) -> list[dict[str, Any
         return [{"spec": None if c.name == "stories-gpt2" else f"zoo:{c.name}",
                  "label": c.name, "step": float(c.step), "tokens_seen": float(c.tokens_seen),
                  "manifest_heldout_loss": float(c.heldout_loss)} for c in rows]
-    steps = config.checkpoint_steps
-    if steps is not None and len(steps) != len(specs):
-        raise UsageError(
-            f"checkpoint_steps has {len(steps)} entries but checkpoints has {len(specs)}; give "
-            f"one training step per checkpoint (or leave checkpoint_steps unset).")
+    steps = config.checkpoint_steps  # as many as checkpoints (NgramConfig checks it)
     return [{"spec": s, "label": s, "step": float(steps[i]) if steps else float(i),
              "tokens_seen": float("nan"), "manifest_heldout_loss": float("nan")}
             for i, s in enumerate(specs)]

@@ -72,7 +72,6 @@ class AdditiveFit:
     """The additive fit of cell activations ``y`` ((N, d))."""
 
     r2: float
-    fitted: np.ndarray
     effects: list[np.ndarray]  # per slot, (n_s, d), summing to zero over values
     shares: list[float]        # per slot: Σ_c ‖a_s[v_s(c)]‖² / Σ_c ‖y_c − ȳ‖²
     loco: np.ndarray           # (N, d) leave-one-combination-out predictions
@@ -102,7 +101,7 @@ def fit_additive(y: np.ndarray, levels: np.ndarray, n_levels: Sequence[int]) -> 
                          "prediction is impossible for this design")
     loco = y - resid / (1.0 - hat)[:, None]
     cell_fit = 1.0 - (resid ** 2).sum(1) / (tss / len(y)) if tss > 0 else np.full(len(y), np.nan)
-    return AdditiveFit(r2=r2(y, fitted), fitted=fitted, effects=effects, shares=shares,
+    return AdditiveFit(r2=r2(y, fitted), effects=effects, shares=shares,
                        loco=loco, cell_fit=cell_fit, n_params=x.shape[1] - 1)
 
 

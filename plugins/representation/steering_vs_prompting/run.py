@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from mi_ideas.errors import ConfigError
 
-from .config import KINDS, SteeringVsPromptingConfig
+from .config import SteeringVsPromptingConfig
 from .judges import harmonic, new_round, resolve_judges, score
 from .prompts import Split, shown_prompt, split_dataset, vector_texts
 
@@ -171,8 +171,7 @@ def run_experiment(ctx: Any, config: SteeringVsPromptingConfig) -> dict[str, Any
         sweep_vecs = [None if c == 0 else c * vec.norm_unit * vec.unit for c in coefs for _ in range(n)]
         out = generate(subject, sweep_rows, sweep_vecs, site, config, seed)
         sweep_samples = {c: out[i * n:(i + 1) * n] for i, c in enumerate(coefs)}
-        flat = [s for c in sweep_samples for s in sweep_samples[c]]
-        scores = judge_all(judges, flat, subject)
+        scores = judge_all(judges, out, subject)  # out is the groups in order
         sweep = {c: {k: scores[k][i * n:(i + 1) * n] for k in scores}
                  for i, c in enumerate(sweep_samples)}
         curves = {c: float(sum(s["harmonic"]) / n) for c, s in sweep.items() if c > 0}
@@ -195,8 +194,7 @@ def run_experiment(ctx: Any, config: SteeringVsPromptingConfig) -> dict[str, Any
         eval_vecs = [value[CONDITIONS[cond][2]] for cond in conds for _ in range(m)]
         out = generate(subject, eval_rows, eval_vecs, site, config, seed + 7919)
         eval_samples = {cond: out[k * m:(k + 1) * m] for k, cond in enumerate(conds)}
-        flat = [s for cond in eval_samples for s in eval_samples[cond]]
-        scores = judge_all(judges, flat, subject)
+        scores = judge_all(judges, out, subject)  # out is the groups in order
         evals = {cond: {k: scores[k][i * m:(i + 1) * m] for k in scores}
                  for i, cond in enumerate(eval_samples)}
         for i, cond in enumerate(eval_samples):
@@ -214,4 +212,4 @@ def run_experiment(ctx: Any, config: SteeringVsPromptingConfig) -> dict[str, Any
     ctx.artifacts.save_tensors("vectors", vectors, {"site": site, "kind": kind,
                                "what": "unit steering direction per concept word"})
     return {"site": site, "kind": kind, "split": split, "judges": judges,
-            "per_concept": per_concept, "samples": all_samples, "kinds": KINDS}
+            "per_concept": per_concept, "samples": all_samples}
