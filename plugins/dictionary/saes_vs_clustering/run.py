@@ -68,13 +68,14 @@ def load_inputs(ctx: RunContext, config: SaesVsClusteringConfig) -> Inputs:
     train = RowSource(activations=acts_train, site=site, budget_mb=config.budget_mb)
     x_eval = acts_eval.load(site).float()
     labels = None
+    doc = acts_eval.load("doc")
     if eval_ds.spans is not None:
         labels = pur_mod.row_labels(subject.tokenizer, eval_ds.texts, eval_ds.spans,
-                                    acts_eval.load("doc"), acts_eval.load("pos"))
+                                    doc, acts_eval.load("pos"))
     ctx.log(f"{site}: {train.n_rows} training rows ({'in memory' if train.in_memory else 'streamed'}), "
             f"{len(x_eval)} held-out rows from {len(eval_ds)} texts of {ds.spec}")
     return Inputs(train, x_eval, site=site, source=ds.spec, subject=subject,
-                  eval_texts=eval_ds.texts, labels=labels, eval_doc=acts_eval.load("doc"))
+                  eval_texts=eval_ds.texts, labels=labels, eval_doc=doc)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -194,10 +195,9 @@ def run(ctx: RunContext, config: SaesVsClusteringConfig) -> SaesVsClusteringResu
     saes: dict[str, Any] = {}
     methods = list(config.methods)
     for k in ctx.progress(config.sizes, desc="sizes"):
-        if "kmeans" in methods or "kmeans_scaled" in methods:
+        if "kmeans" in methods:  # (scaled k-means fits its own centroids)
             km = kmeans(inputs.train, k, n_iter=config.kmeans_iters, seed=_seed(ctx, f"kmeans.{k}"),
                         backend=config.kmeans_backend)
-        if "kmeans" in methods:
             j, dist = nearest(x_eval, km.centroids)
             record("kmeans", k, km.centroids[j], 1.0)
             purity_scores[("kmeans", k)] = _cluster_scores(j, -dist, k)

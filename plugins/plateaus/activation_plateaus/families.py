@@ -8,7 +8,6 @@ from typing import Any
 
 from ..common import directions as common
 
-RADIAL_MODES = common.RADIAL_MODES
 cos_with_x = common.cos_with_x
 apply_radial = common.apply_radial
 synthetic = common.synthetic
@@ -31,9 +30,5 @@ def targets(family: str, x: Any, pool: Any, n_paths: int, gen: Any, *, sae: Any 
     family = "toward_real" if family == "toward_real_arc" else family
     return common.make_targets(family, x, pool, n_paths, gen, sae=sae, freq=freq)
 
-
-def raw_directions(family: str, x: Any, pool: Any, n_paths: int, gen: Any, *, sae: Any = None,
-                   freq: Any = None, sae_sign: str = "random") -> Any:
-    """Unit directions ``(n, n_paths, d)`` of a ``dir_*`` family, before the radial option."""
-    return common.raw_directions(family, x, pool, n_paths, gen, sae=sae, freq=freq,
-                                 sae_sign=sae_sign)
+#: unit directions ``(n, n_paths, d)`` of a ``dir_*`` family, before the radial option
+raw_directions = common.raw_directions

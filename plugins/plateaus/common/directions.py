@@ -440,9 +440,6 @@ def directions(family: str, x: Any, pool: Pool, n_paths: int, gen: Any, *, sae: 
     return apply_radial(d, x, radial, gen, target_cos=target_cos)
 
 
-targets = make_targets
-
-
 def cos_x_stats(d: Any, x: Any) -> tuple[float, float]:
     """(mean, std) of cos(d, x) over every path of ``d``."""
     c = cos_with_x(d, x).double().reshape(-1)
