@@ -1,7 +1,7 @@
 """The Jacobian term's cost: a Jacobian SAE pair's training step with lambda > 0 against the
 same step with lambda = 0.
 
-    python benchmarks/jsae.py [--quick] [--threads N] [--d-sae N] [--batch N]
+    python benchmarks/jsae.py [--quick] [--threads N] [--d-sae N] [--k N] [--batch N]
 
 Workload: the zoo's MLP sizes (d_model 128, d_mlp 512, gelu_new), a pair of TopK SAEs with
 d_sae 256 and k 8 (sparsify-model's defaults), batches of 256 random MLP inputs
@@ -13,8 +13,10 @@ d_sae 256 and k 8 (sparsify-model's defaults), batches of 256 random MLP inputs
   SAE; ``jsae._TopKOnce`` is SAELens's ``encode_with_hidden_pre`` that keeps the indices),
   its MLP torch's own gelu.
 - Jacobian SAE step: the same plus A = W_dec1 W_in and B = W_out W_enc2, the MLP's phi' (and
-  phi'' in the backward), and the active k x k Jacobian per token (``_ActiveJacobian``:
-  O(k^2 d_mlp) per token, blocked bmm over gathered rows) with its L1 term.
+  phi'' in the backward), and the active k x k Jacobian per token (O(k^2 d_mlp) per token)
+  with its L1 term. Run with both of its kernels: "c" (sparsify_model/kernel.py: one
+  compiled pass per token, the default on CPU) and "torch" (``jsae._ActiveJacobian``:
+  blocked bmm over gathered rows, what runs without a C compiler and on GPUs).
 
 Both are ``JacobianSAEPair.training_forward_pass`` (SAELens ``TrainStepInput``) + backward
 + ``torch.optim.Adam`` step, SAETrainer's bookkeeping left out of both. Prints the median
@@ -54,11 +56,18 @@ def main() -> None:
     mlp = MLP(torch.randn(d, dm, generator=gen) / d ** 0.5, torch.zeros(dm),
               torch.randn(dm, d, generator=gen) / dm ** 0.5, torch.zeros(d), "gelu_new")
     x = torch.randn(args.batch, d, generator=gen) * 3
-    pairs = {lam: make_pair(mlp, d_sae=args.d_sae, k=args.k, lam=lam, seed=0) for lam in (0.0, 1.0)}
-    opts = {lam: torch.optim.Adam(p.parameters(), lr=1e-3) for lam, p in pairs.items()}
+    from mi_ideas_plugins.dictionary.sparsify_model.kernel import library
 
-    def step(lam: float) -> None:
-        pair, opt = pairs[lam], opts[lam]
+    kinds = {"lambda = 0 (baseline)": (0.0, "torch"), "Jacobian, kernel c": (1.0, "c"),
+             "Jacobian, kernel torch": (1.0, "torch")}
+    if library() is None:
+        del kinds["Jacobian, kernel c"]
+    pairs = {name: make_pair(mlp, d_sae=args.d_sae, k=args.k, lam=lam, seed=0, kernel=kern)
+             for name, (lam, kern) in kinds.items()}
+    opts = {name: torch.optim.Adam(p.parameters(), lr=1e-3) for name, p in pairs.items()}
+
+    def step(name: str) -> None:
+        pair, opt = pairs[name], opts[name]
         inp = TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0,
                              is_logging_step=False)
         out = pair.training_forward_pass(inp)
@@ -66,19 +75,20 @@ def main() -> None:
         out.loss.backward()
         opt.step()
 
-    def timed(lam: float, n: int) -> tuple[float, float]:
+    def timed(name: str, n: int) -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.thread_time()
         for _ in range(n):
-            step(lam)
+            step(name)
         return (time.perf_counter() - t0) / n, (time.thread_time() - c0) / n
 
-    for lam in pairs:
-        timed(lam, 5)  # warm-up
+    for name in pairs:
+        timed(name, 5)  # warm-up
     rounds, n = (5, 10) if args.quick else (15, 20)
-    base, jac = [], []
-    for _ in range(rounds):
-        base.append(timed(0.0, n))
-        jac.append(timed(1.0, n))
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in pairs}
+    for _ in range(rounds):  # alternating, so drift on a shared machine hits all alike
+        for name in pairs:
+            times[name].append(timed(name, n))
+    base = times["lambda = 0 (baseline)"]
     t, s, k = args.batch, args.d_sae, args.k
     # matmul FLOPs (2 per multiply-add). lambda = 0 forward: encode and decode of both SAEs
     # (4 t d s) and the MLP (2 t d dm); backward: the 4 SAE weight gradients and 3 activation
@@ -89,20 +99,27 @@ def main() -> None:
     extra_bmm = 3 * 2 * t * k * k * dm                   # J, and G^T (B phi'), G A_sel in the backward
     block = t * k * dm * 4                               # bytes of one (t, k, d_mlp) float32 block
     print(f"d_model {d}, d_mlp {dm}, d_sae {s}, k {k}, batch {t}, {args.threads} thread(s)")
+    if "Jacobian, kernel c" not in pairs:
+        print("no C compiler: the c kernel could not be built, only the torch kernel is timed")
     for i, what in ((0, "wall clock"), (1, "thread CPU time")):
         m0 = statistics.median(b[i] for b in base)
-        m1 = statistics.median(j[i] for j in jac)
-        ratio = statistics.median(j[i] / b[i] for b, j in zip(base, jac))
-        print(f"[{what}] lambda = 0 step (baseline): {m0 * 1e3:.2f} ms; lambda > 0 step (Jacobian): "
-              f"{m1 * 1e3:.2f} ms; ratio (median of {rounds} alternating rounds): {ratio:.2f}x  (goal <= 2x)")
+        print(f"[{what}] lambda = 0 step (baseline): {m0 * 1e3:.2f} ms")
+        for name, jac in times.items():
+            if jac is base:
+                continue
+            m1 = statistics.median(j[i] for j in jac)
+            ratio = statistics.median(j[i] / b[i] for b, j in zip(base, jac))
+            print(f"[{what}] lambda > 0 step ({name}): {m1 * 1e3:.2f} ms; ratio (median of {rounds} "
+                  f"alternating rounds): {ratio:.2f}x  (goal <= 2x)")
     print(f"matmul FLOPs: lambda = 0 step {(fwd0 + bwd0) / 1e6:.0f} M; Jacobian term +{extra_mm / 1e6:.0f} M "
           f"(A, B and their gradients, batch-independent) +{extra_bmm / 1e6:.0f} M (per-token k x k blocks); "
           f"FLOP floor {(fwd0 + bwd0 + extra_mm + extra_bmm) / (fwd0 + bwd0):.2f}x")
-    print(f"memory: the per-token blocks are {block / 2**20:.1f} MiB each (t x k x d_mlp float32), "
-          f"gathered 4x, scaled 3x, read by 3 bmm and 2 index_add_ per step in blocks of "
-          f"{min(CHUNK, t)} tokens ({min(CHUNK, t) * k * dm * 4 / 2**10:.0f} KiB, cache-resident); "
-          f"the MLP's phi, phi', phi'' take ~20 elementwise passes over (t, d_mlp) against 2 for "
-          f"torch's gelu and its backward")
+    print(f"memory (kernel torch): the per-token blocks are {block / 2**20:.1f} MiB each (t x k x "
+          f"d_mlp float32), gathered 4x, scaled 3x, read by 3 bmm and 2 index_add_ per step in "
+          f"blocks of {min(CHUNK, t)} tokens ({min(CHUNK, t) * k * dm * 4 / 2**10:.0f} KiB, "
+          f"cache-resident); kernel c reads each token's 2k rows of A and B^T once per pass and "
+          f"materialises no block. Both: the MLP's phi, phi', phi'' take ~20 elementwise passes "
+          f"over (t, d_mlp) against 2 for torch's gelu and its backward")
 
 if __name__ == "__main__":
     main()

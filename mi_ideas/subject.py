@@ -609,6 +609,34 @@ class Subject:
                 f"positions='last')]), one request per batch of rows."
             )
 
+    def parameters(self, names: Sequence[str]) -> "dict[str, torch.Tensor]":
+        """The model's parameters or buffers ``names`` (paths as in the back-end model's
+        ``named_parameters()``, e.g. ``transformer.h.1.mlp.c_fc.weight``), detached, on the
+        CPU. Remote subjects read them in one trace (one request for all names); the TL
+        back-end uses TransformerLens's names (``blocks.1.mlp.W_in``)."""
+        raise UsageError(f"the {self.backend} back-end cannot read {self.spec}'s weights; "
+                         f"use a local or remote nnsight model, or a TransformerLens model.")
+
+    @staticmethod
+    def _local_tensors(module: Any, names: Sequence[str], spec: str) -> "dict[str, torch.Tensor]":
+        """``names`` looked up in a torch module (parameters, then buffers); an unknown name
+        is a UsageError listing some of the module's names (weightless meta modules work:
+        this is also the check before a remote read)."""
+        out, missing = {}, []
+        for name in names:
+            try:
+                out[name] = module.get_parameter(name)
+            except AttributeError:
+                try:
+                    out[name] = module.get_buffer(name)
+                except AttributeError:
+                    missing.append(name)
+        if missing:
+            some = [n for n, _ in module.named_parameters()][:6]
+            raise UsageError(f"{spec} has no parameter or buffer {missing}; names are paths "
+                             f"as in the model's named_parameters(), e.g. {some}.")
+        return out
+
     def reinitialized(self, seed: int = 0) -> "Subject":
         """The same architecture with freshly initialised weights (a control), local only."""
         raise UsageError(

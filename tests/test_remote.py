@@ -40,6 +40,29 @@ def test_rehearsal_equals_local(ndif_model_dir, local):
     assert torch.allclose(a.activations["resid_post.1"], b.activations["resid_post.1"], atol=1e-5)
 
 
+def test_remote_parameters_equal_local_in_one_request(local, remote, ndif_server, ndif_model_dir):
+    """Subject.parameters: a remote read (one trace for all names, on a server without this
+    package) and the rehearsal return the local tensors exactly; a wrong name is refused
+    before any request, naming it."""
+    from mi_ideas import load_subject
+    from mi_ideas.errors import UsageError
+
+    assert ndif_server.can_import("mi_ideas")["importable"] is False
+    names = ["transformer.h.1.mlp.c_fc.weight", "transformer.h.0.ln_2.bias", "lm_head.weight"]
+    want = local.parameters(names)
+    before = ndif_server.stats()["requests"]
+    got = remote.parameters(names)
+    assert ndif_server.stats()["requests"] == before + 1
+    rehearsal = load_subject(f"hf:{ndif_model_dir}", remote="local").parameters(names)
+    for name in names:
+        assert torch.equal(got[name], want[name]) and torch.equal(rehearsal[name], want[name]), name
+    assert not torch.equal(want[names[0]], local.parameters(["transformer.h.0.mlp.c_fc.weight"])[
+        "transformer.h.0.mlp.c_fc.weight"])  # the names select different tensors
+    with pytest.raises(UsageError, match=r"no parameter or buffer \['transformer.h.9.mlp.c_fc.weight'\]"):
+        remote.parameters(["transformer.h.9.mlp.c_fc.weight"])
+    assert ndif_server.stats()["requests"] == before + 1
+
+
 API_KEY = "sk-test-do-not-leak-42"
 
 

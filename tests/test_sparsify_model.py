@@ -9,8 +9,9 @@ import torch
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.mark.parametrize("kernel", ["c", "torch"])
 @pytest.mark.parametrize("act", ["relu", "gelu_new", "gelu"])
-def test_active_jacobian_equals_autograd(act):
+def test_active_jacobian_equals_autograd(act, kernel):
     from mi_ideas_plugins.dictionary.sparsify_model.jsae import (
         MLP,
         act_and_grad,
@@ -23,7 +24,7 @@ def test_active_jacobian_equals_autograd(act):
     d, dm = 16, 40
     mlp = MLP(torch.randn(d, dm, generator=gen) / 3, torch.randn(dm, generator=gen) / 3,
               torch.randn(dm, d, generator=gen) / 3, torch.zeros(d), act)
-    pair = make_pair(mlp, d_sae=48, k=5, lam=0.1, seed=0)
+    pair = make_pair(mlp, d_sae=48, k=5, lam=0.1, seed=0, kernel=kernel)
     x = torch.randn(8, d, generator=gen)
     assert autograd_error(pair, x) <= 1e-5
     # the closed-form derivative is the activation's derivative (torch's own activation,
@@ -46,6 +47,100 @@ def test_active_jacobian_equals_autograd(act):
         wrong = active_jacobian(a, b, torch.ones_like(o["x_hat"] @ pair.mlp_w_in), o["idx_in"],
                                 o["idx_out"]) * (o["z2"].gather(1, o["idx_out"]) > 0)[..., None]
         assert float((wrong - o["jacobian"]).abs().max()) > 1e-3
+
+
+def _jacobian_inputs(dtype, t=37, k1=6, k2=7, dm=43, s1=50, s2=61, seed=0):
+    """Random A, B^T, phi' and distinct active indices; sizes chosen so that nothing is a
+    multiple of the C kernel's vector width or block sizes (every tail path runs)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(s1, dm, generator=gen, dtype=dtype, requires_grad=True)
+    bt = torch.randn(s2, dm, generator=gen, dtype=dtype, requires_grad=True)
+    dphi = torch.rand(t, dm, generator=gen, dtype=dtype, requires_grad=True)
+    ii = torch.stack([torch.randperm(s1, generator=gen)[:k1] for _ in range(t)])
+    oo = torch.stack([torch.randperm(s2, generator=gen)[:k2] for _ in range(t)])
+    return a, bt, dphi, ii, oo
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_c_kernel_equals_einsum(dtype, threads):
+    """The compiled kernel's J and its three gradients equal the einsum definition
+    differentiated by autograd (and the torch kernel), with tails in every dimension and
+    with per-thread gradient accumulators; gradcheck passes in float64."""
+    from mi_ideas_plugins.dictionary.sparsify_model.jsae import _ActiveJacobian
+    from mi_ideas_plugins.dictionary.sparsify_model.kernel import ActiveJacobianC
+
+    a, bt, dphi, ii, oo = _jacobian_inputs(dtype)
+    g = torch.randn(ii.shape[0], oo.shape[1], ii.shape[1], dtype=dtype,
+                    generator=torch.Generator().manual_seed(1))
+    ref = torch.einsum("tjm,tm,tim->tji", bt[oo], dphi, a[ii])
+    ref_grads = torch.autograd.grad(ref, (a, bt, dphi), g)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for fn in (ActiveJacobianC, _ActiveJacobian):
+            out = fn.apply(a, bt, dphi, ii, oo)
+            torch.testing.assert_close(out, ref, **tol)
+            for got, want in zip(torch.autograd.grad(out, (a, bt, dphi), g), ref_grads):
+                torch.testing.assert_close(got, want, **tol)
+        if dtype == torch.float64:
+            small = _jacobian_inputs(dtype, t=5, k1=3, k2=5, dm=11, s1=9, s2=8)
+            assert torch.autograd.gradcheck(lambda *x: ActiveJacobianC.apply(*x, *small[3:]), small[:3])
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_c_kernel_build_and_fallback(tmp_path, monkeypatch):
+    """The kernel builds into $MI_IDEAS_CACHE once and is reused; where it cannot be built,
+    'auto' falls back to the torch kernel with one warning and 'c' refuses with the reason;
+    'c' on an unsupported dtype is refused, and an unknown kernel name too."""
+    from mi_ideas_plugins.dictionary.sparsify_model import kernel
+
+    monkeypatch.setenv("MI_IDEAS_CACHE", str(tmp_path))
+    kernel._build()
+    built = list((tmp_path / "kernels").glob("*.so"))
+    assert len(built) == 1
+    mtime = built[0].stat().st_mtime_ns
+    kernel._build()
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "kernels").glob("*.so")] == [mtime]
+
+    x = torch.zeros(2, 3)
+    monkeypatch.setattr(kernel, "_LIB", None)
+    monkeypatch.setattr(kernel, "_BUILD_ERROR", None)
+
+    def broken():
+        raise RuntimeError("no C compiler found ($CC, cc, gcc or clang)")
+
+    monkeypatch.setattr(kernel, "_build", broken)
+    with pytest.warns(RuntimeWarning, match="runs on torch ops instead"):
+        assert kernel.usable("auto", x) is False
+    assert kernel.usable("auto", x) is False  # the warning is given once
+    with pytest.raises(RuntimeError, match="could not be built: no C compiler"):
+        kernel.usable("c", x)
+    with pytest.raises(ValueError, match="float32 / float64 tensors only"):
+        kernel.usable("c", x.half())
+    with pytest.raises(ValueError, match="not one of"):
+        kernel.usable("fast", x)
+    assert kernel.usable("torch", x) is False
+
+
+def test_mlp_read_through_either_backend_is_the_model_mlp():
+    """mlp_of reads the same MLP through the nnsight and the TransformerLens subject, and it
+    is the model's MLP: applied to the subject's own mlp_in rows it gives its mlp_out rows."""
+    from mi_ideas import load_subject
+    from mi_ideas_plugins.dictionary.sparsify_model.run import mlp_of
+
+    hf, tl = load_subject("zoo:stories-gpt2"), load_subject("tl:zoo:stories-gpt2")
+    batch = hf.tokenize(["Mia saw a red ball.", "Tom was very sad."])
+    for L in (0, 2):
+        a, b = mlp_of(hf, L), mlp_of(tl, L)
+        for name in ("w_in", "b_in", "w_out", "b_out"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=1e-6)
+        assert a.act == b.act == "gelu_new"
+        out = hf.forward(batch, read=[f"mlp_in.{L}", f"mlp_out.{L}"])
+        torch.testing.assert_close(a(out.activations[f"mlp_in.{L}"].float()),
+                                   out.activations[f"mlp_out.{L}"].float(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

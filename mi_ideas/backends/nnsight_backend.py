@@ -17,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from mi_ideas import trace_ops
 from mi_ideas.errors import UsageError
@@ -175,6 +175,31 @@ class NNsightSubject(Subject):
             torch.manual_seed(seed)
             fresh = AutoModelForCausalLM.from_config(self.model._module.config).eval()
         return load_nnsight(fresh, spec=f"{self.spec}#reinit{seed}", tokenizer=self.tokenizer)
+
+    def parameters(self, names: Sequence[str]) -> "dict[str, Any]":
+        """See :meth:`Subject.parameters`: locally the module's own tensors (detached
+        copies); remotely one one-token trace that saves every named tensor (the names are
+        checked first on the local, possibly weightless, copy of the model)."""
+        tensors = self._local_tensors(self.model._module, names, self.spec)
+        if not self.remote:
+            return {n: t.detach().cpu().clone() for n, t in tensors.items()}
+        import torch
+
+        owners = []
+        for name in names:
+            path, _, attr = name.rpartition(".")
+            envoy = self.model
+            for part in path.split(".") if path else []:
+                envoy = envoy[int(part)] if part.isdigit() else getattr(envoy, part)
+            owners.append((name, envoy, attr))
+        one = torch.zeros(1, 1, dtype=torch.long)
+        inputs = dict(input_ids=one, attention_mask=torch.ones_like(one))
+        from mi_ideas.remote import remote_errors
+
+        with remote_errors(self._nnsight_remote, self.spec):
+            saved = _run_parameter_trace(self.model, inputs, {"remote": self._nnsight_remote}, owners)
+        saved = _value(saved)
+        return {n: _value(saved[n]) for n in names}
 
     # -- renaming check ----------------------------------------------------------------
 
@@ -631,6 +656,22 @@ def _trace_body(model: Any, inputs: dict, trace_kwargs: dict, skips: list, plan:
             computed = stats(out_logits, final_resid, *stat_args)
             saved["__stats__"] = {k: v.detach().cpu() for k, v in computed.items()}
         saved = nnsight.save(saved)
+    return saved
+
+
+def _run_parameter_trace(model: Any, inputs: dict, trace_kwargs: dict, owners: list) -> dict:
+    """One trace that saves the tensors ``owners`` names ((name, envoy, attribute) triples);
+    like :func:`_run_trace`, only torch and nnsight run inside (no import of this package
+    on the server)."""
+    import nnsight
+    import torch
+
+    with torch.no_grad():
+        with model.trace(**inputs, **trace_kwargs):
+            saved = {}
+            for name, envoy, attr in owners:
+                saved[name] = getattr(envoy, attr).detach().cpu()
+            saved = nnsight.save(saved)
     return saved
 
 

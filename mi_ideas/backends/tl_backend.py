@@ -56,6 +56,11 @@ class TLSubject(Subject):
             fingerprint=weights_fingerprint(model),
         )
 
+    def parameters(self, names):
+        """See :meth:`Subject.parameters` (TransformerLens's names, e.g. ``blocks.1.mlp.W_in``)."""
+        return {n: t.detach().cpu().clone()
+                for n, t in self._local_tensors(self.model, names, self.spec).items()}
+
     def reinitialized(self, seed: int = 0) -> "TLSubject":
         """A fresh, seeded initialisation of the same TransformerLens architecture."""
         import torch

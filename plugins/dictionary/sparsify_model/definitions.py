@@ -8,9 +8,10 @@ PER_LAMBDA = {
     "reconstruction of MLP(SAE 1's reconstruction of the MLP input); mean over layers.",
     "ev_in": "Explained variance of the MLP input by SAE 1 (same definition); mean over layers.",
     "l0": "Mean number of non-zero SAE 1 latents per held-out token (TopK: at most k); mean over layers.",
-    "ce_increase": "Next-token cross-entropy (nats, held-out texts, every non-padding position "
-    "after BOS) with one layer's MLP output replaced by the pair's y_hat (BOS kept clean) minus "
-    "the clean cross-entropy; mean over layers (each layer spliced on its own).",
+    "ce_increase": "Next-token cross-entropy (nats, the last ce_texts texts, scored at every "
+    "token after BOS but the last, the family's SpliceSet definition) with one layer's MLP "
+    "output replaced by the pair's y_hat at every non-BOS position minus the clean "
+    "cross-entropy at the same positions; mean over layers (each layer spliced on its own).",
     "jacobian_density": "Fraction of the active k x k Jacobian entries |dz2_j/dz1_i| above "
     "jacobian_eps over held-out tokens (ReLU-clipped output latents count as 0); mean over layers.",
     "jacobian_l1": "Mean over held-out tokens of sum |J| over the active k x k Jacobian; mean over layers.",
@@ -48,7 +49,8 @@ GLOBAL = {
     "mlp_out_scale": "s_y: the same for the control's MLP output (its MLP rescaled to "
     "y / s_y = MLP(s_x x') / s_y); mean over layers.",
     "n_train_tokens": "Training tokens per layer (BOS excluded).",
-    "ce_clean": "Clean next-token cross-entropy on the CE texts (nats).",
+    "ce_clean": "Clean next-token cross-entropy on the CE texts at the scored positions of "
+    "ce_increase (nats).",
 }
 
 

@@ -19,8 +19,9 @@ class SparsifyModel(Idea):
     control): explained variance, L0, spliced CE-loss increase, Jacobian density,
     edges per feature and training time against lambda = 0; the same sweep on the
     re-initialised model (control), its MLP input and output rescaled per layer to the
-    trained model's mean norms (the raw norms and scales reported). Reads the MLP weights,
-    so it runs locally only.
+    trained model's mean norms (the raw norms and scales reported). The model is only
+    called to harvest, to read the MLP weights (one trace) and to splice, so a remote
+    model works; the re-initialised control needs a local model and is skipped remotely.
     """
 
     name = "sparsify-model"
@@ -31,7 +32,7 @@ class SparsifyModel(Idea):
     uses_model = True
     uses_data = True
     default_data = "zoo:stories:120"
-    remote = False  # the Jacobian needs the MLP's weights, which a remote model does not give
+    remote = True  # harvest, MLP weights (Subject.parameters: one trace) and splices go through ctx.subject
     presets = {"quick": {"layers": [1], "lambdas": [1.0], "steps": 150, "reinit_control": False},
                "full": {"steps": 300}}
 

@@ -181,13 +181,24 @@ class _ActiveJacobian(torch.autograd.Function):
         return ga, gb, gd, None, None
 
 
+def _jacobian_bt(a: torch.Tensor, bt: torch.Tensor, dphi: torch.Tensor, idx_in: torch.Tensor,
+                 idx_out: torch.Tensor, kernel: str = "auto") -> torch.Tensor:
+    """:func:`active_jacobian` with B already transposed, on the chosen kernel."""
+    from .kernel import ActiveJacobianC, usable
+
+    fn = ActiveJacobianC if usable(kernel, a, bt, dphi) else _ActiveJacobian
+    return fn.apply(a, bt.contiguous(), dphi.contiguous(), idx_in.contiguous(), idx_out.contiguous())
+
+
 def active_jacobian(a: torch.Tensor, b: torch.Tensor, dphi: torch.Tensor, idx_in: torch.Tensor,
-                    idx_out: torch.Tensor) -> torch.Tensor:
+                    idx_out: torch.Tensor, kernel: str = "auto") -> torch.Tensor:
     """(batch, k2, k1) Jacobian of the active output latents w.r.t. the active input latents:
     J[t, j, i] = sum_m b[m, idx_out[t, j]] dphi[t, m] a[idx_in[t, i], m]
-    (einsum('tjm,tm,tim->tji') as blocked bmm over gathered rows, closed-form backward)."""
-    return _ActiveJacobian.apply(a, b.T.contiguous(), dphi.contiguous(), idx_in.contiguous(),
-                                 idx_out.contiguous())
+    (einsum('tjm,tm,tim->tji')), differentiable in a, b and dphi. ``kernel``: "c" the
+    compiled per-token pass (:mod:`.kernel`), "torch" blocked bmm over gathered rows
+    (:class:`_ActiveJacobian`), "auto" the first where it runs (CPU float32 / float64 and a
+    C compiler), else the second."""
+    return _jacobian_bt(a, b.T, dphi, idx_in, idx_out, kernel)
 
 
 class _TopKOnce:
@@ -222,6 +233,7 @@ class JacobianPairConfig(TopKTrainingSAEConfig):
     d_out: int = 128
     d_sae_out: int = 512
     jacobian_coefficient: float = 0.0
+    jacobian_kernel: str = "auto"  # see active_jacobian
 
 
 class JacobianSAEPair(_TopKOnce, TopKTrainingSAE):
@@ -259,7 +271,7 @@ class JacobianSAEPair(_TopKOnce, TopKTrainingSAE):
         if jacobian:
             a = self.W_dec @ self.mlp_w_in                  # (d_sae1, d_mlp)
             bt = self.sae2.W_enc.T @ self.mlp_w_out.T        # B^T = (W_out W_enc2)^T: (d_sae2, d_mlp)
-            jac = _ActiveJacobian.apply(a, bt, dphi, idx_in, idx_out)
+            jac = _jacobian_bt(a, bt, dphi, idx_in, idx_out, self.cfg.jacobian_kernel)
             # an output latent the ReLU of TopK clips to 0 has derivative 0
             jac = jac * (z2.gather(1, idx_out) > 0).to(jac.dtype)[..., None]
             out["jacobian"] = jac
@@ -283,25 +295,28 @@ class JacobianSAEPair(_TopKOnce, TopKTrainingSAE):
                                hidden_pre=o["pre1"], loss=total, losses=losses)
 
 
-def make_pair(mlp: MLP, *, d_sae: int, k: int, lam: float, seed: int) -> JacobianSAEPair:
-    """A fresh pair for ``mlp`` (weights from ``seed``)."""
+def make_pair(mlp: MLP, *, d_sae: int, k: int, lam: float, seed: int,
+              kernel: str = "auto") -> JacobianSAEPair:
+    """A fresh pair for ``mlp`` (weights from ``seed``; ``kernel``: see :func:`active_jacobian`)."""
     d_in, d_out = mlp.w_in.shape[0], mlp.w_out.shape[1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # SAELens initialises from the global generator
         return JacobianSAEPair(JacobianPairConfig(
             d_in=d_in, d_sae=d_sae, k=k, d_out=d_out, d_sae_out=d_sae, jacobian_coefficient=lam,
+            jacobian_kernel=kernel,
             dtype="float32", device="cpu", apply_b_dec_to_input=False,
             rescale_acts_by_decoder_norm=False), mlp)
 
 
 def fit_pair(mlp: MLP, x: torch.Tensor, *, d_sae: int, k: int, lam: float, steps: int,
-             batch_size: int, lr: float, seed: int) -> JacobianSAEPair:
-    """Train a pair on MLP inputs ``x`` with SAELens's ``SAETrainer``."""
+             batch_size: int, lr: float, seed: int, kernel: str = "auto") -> JacobianSAEPair:
+    """Train a pair on MLP inputs ``x`` with SAELens's ``SAETrainer`` (``kernel``: see
+    :func:`active_jacobian`)."""
     from sae_lens import SAETrainer
 
     from mi_ideas.training.transcoder import quiet_trainer, trainer_config
 
-    pair = make_pair(mlp, d_sae=d_sae, k=k, lam=lam, seed=seed)
+    pair = make_pair(mlp, d_sae=d_sae, k=k, lam=lam, seed=seed, kernel=kernel)
     gen = torch.Generator().manual_seed(seed)
 
     def batches():

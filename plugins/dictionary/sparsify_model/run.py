@@ -20,22 +20,35 @@ def lam_name(lam: float) -> str:
 
 
 def mlp_of(subject, layer: int) -> MLP:
-    """The frozen MLP of ``layer`` from a local Hugging Face GPT-2-style model (Conv1D
-    c_fc / c_proj: y = act(x W_fc + b_fc) W_proj + b_proj)."""
-    model = getattr(getattr(subject, "model", None), "_module", None)
-    try:
-        block = model.transformer.h[layer].mlp
-        act = model.config.activation_function
-        w = (block.c_fc.weight, block.c_fc.bias, block.c_proj.weight, block.c_proj.bias)
-    except AttributeError:
-        raise UsageError(
-            f"sparsify-model reads the MLP weights of a local GPT-2-architecture model "
-            f"(transformer.h[L].mlp.c_fc / c_proj); {subject.spec} is not one (or is remote). "
-            f"Use the zoo model or a local GPT-2 checkpoint (--model hf:DIR).") from None
+    """The frozen MLP of ``layer``, y = act(x W_in + b_in) W_out + b_out, read through the
+    subject (:meth:`Subject.parameters`: one trace for a remote model): a GPT-2-style
+    Hugging Face model (Conv1D ``c_fc`` / ``c_proj``, already (d_in, d_out)) on the nnsight
+    back-end, or a TransformerLens model (``blocks.L.mlp.W_in`` ...)."""
+    hint = (f"sparsify-model reads the MLP weights of a GPT-2-architecture model (a non-gated "
+            f"MLP: transformer.h[L].mlp.c_fc / c_proj on nnsight, blocks[L].mlp.W_in / W_out on "
+            f"TransformerLens); {subject.spec} is not one. Use the zoo model, a GPT-2 checkpoint "
+            f"(--model hf:DIR, or a remote one), or its TransformerLens version (tl:...).")
+    if subject.backend == "transformer_lens":
+        act = getattr(subject.model.cfg, "act_fn", None)
+        names = [f"blocks.{layer}.mlp.{n}" for n in ("W_in", "b_in", "W_out", "b_out")]
+        if getattr(subject.model.cfg, "gated_mlp", False):
+            raise UsageError(hint)
+    else:
+        module = getattr(getattr(subject, "model", None), "_module", None)
+        try:
+            block = module.transformer.h[layer].mlp
+            act = module.config.activation_function
+            if not (hasattr(block, "c_fc") and hasattr(block, "c_proj")):
+                raise AttributeError
+        except AttributeError:
+            raise UsageError(hint) from None
+        names = [f"transformer.h.{layer}.mlp.{n}" for n in ("c_fc.weight", "c_fc.bias",
+                                                            "c_proj.weight", "c_proj.bias")]
     if act not in ("relu", "gelu_new", "gelu"):
         raise UsageError(f"sparsify-model supports MLP activations relu, gelu_new and gelu; "
                          f"{subject.spec} uses {act!r}.")
-    return MLP(*(t.detach().float().clone() for t in w), act=act)
+    w = subject.parameters(names)
+    return MLP(*(w[n].float() for n in names), act=act)
 
 
 @torch.no_grad()
@@ -96,36 +109,30 @@ def autograd_error(pair: JacobianSAEPair, x: torch.Tensor) -> float:
 
 def ce_losses(subject, texts: list[str], layers: list[int], pairs: dict, max_length: int,
               scales: dict[int, tuple[float, float]]) -> tuple[float, dict]:
-    """Clean CE, and CE with each (layer, lambda) pair's y_hat spliced at mlp_out.L (the
-    pair of a scale-matched control works in rescaled units: x / s_x in, y_hat * s_y back)."""
-    from mi_ideas.subject import Intervention
+    """Clean CE, and CE with each (layer, lambda) pair's y_hat spliced at mlp_out.L on the
+    CE texts (common/evaluate.SpliceSet: the family's one spliced-CE definition; BOS kept
+    clean). The pair of a scale-matched control works in rescaled units: x / s_x in,
+    y_hat * s_y back. The pairs' inputs are the CE texts' own mlp_in rows, read in one
+    forward per batch in the splice's row order."""
+    from ..common.evaluate import SpliceSet
 
-    batch = subject.tokenize(texts, max_length=max_length)
-    mask = batch.attention_mask.bool()
-    target_ok = mask[:, :-1] & mask[:, 1:]
-    first = mask.float().argmax(1)  # BOS position of each (left-padded) row
-
-    def ce(logits: torch.Tensor) -> float:
-        lp = logits[:, :-1].float().log_softmax(-1)
-        nll = -lp.gather(-1, batch.input_ids[:, 1:, None])[..., 0]
-        return float(nll[target_ok].mean())
-
-    sites = [s for L in layers for s in (f"mlp_in.{L}", f"mlp_out.{L}")]
-    clean = subject.forward(batch, read=sites, logits=True)
+    splices = {L: SpliceSet(subject, texts, f"mlp_out.{L}", max_length=max_length) for L in layers}
+    first = splices[layers[0]]
+    x_rows: dict[int, list[torch.Tensor]] = {L: [] for L in layers}
+    for eb in first.batches:
+        acts = subject.forward(eb.batch, read=[f"mlp_in.{L}" for L in layers], positions=eb.mask)
+        for L in layers:
+            x_rows[L].append(acts.activations[f"mlp_in.{L}"].float())
     out = {}
     with torch.no_grad():
         for (L, lam), pair in pairs.items():
             s_x, s_y = scales[L]
-            x = clean.activations[f"mlp_in.{L}"].float() / s_x
-            y = clean.activations[f"mlp_out.{L}"].float()
-            y_hat = pair.pair_forward(x.reshape(-1, x.shape[-1]), jacobian=False)["y_hat"].reshape(y.shape) * s_y
-            keep = ~mask.clone()
-            keep[torch.arange(len(first)), first] = True  # BOS and padding keep clean values
-            y_hat = torch.where(keep[..., None], y, y_hat)
-            spliced = subject.forward(batch, logits=True,
-                                      interventions=[Intervention(f"mlp_out.{L}", "replace", y_hat)])
-            out[(L, lam)] = ce(spliced.logits)
-    return ce(clean.logits), out
+            x = torch.cat(x_rows[L]) / s_x
+            if len(x) != splices[L].n_rows:
+                raise RuntimeError(f"CE rows {len(x)} != splice rows {splices[L].n_rows}")
+            y_hat = pair.pair_forward(x, jacobian=False)["y_hat"] * s_y
+            out[(L, lam)] = splices[L].ce(y_hat)
+    return first.ce(None), out
 
 
 def scale_matched(mlp: MLP, x: torch.Tensor, y: torch.Tensor, target: tuple[float, float]
@@ -174,7 +181,7 @@ def sweep(subject, acts, layers, cfg, ctx, tag: str, texts: list[str],
         for lam in lams:
             t0 = time.perf_counter()
             pair = fit_pair(mlp, x[:-n_eval], d_sae=cfg.d_sae, k=cfg.k, lam=lam, steps=cfg.steps,
-                            batch_size=cfg.batch_size, lr=cfg.lr, seed=seed)
+                            batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, kernel=cfg.jacobian_kernel)
             seconds[lam] += time.perf_counter() - t0
             pair.eval()
             stats[(L, lam)] = evaluate(pair, x[-n_eval:], y[-n_eval:], cfg)
@@ -229,7 +236,8 @@ def run_toy(result: IdeaResult, cfg: SparsifyModelConfig, ctx) -> dict[str, Any]
     for lam in sorted(set([0.0, *cfg.toy_lambdas])):
         t0 = time.perf_counter()
         pair = fit_pair(g.mlp, x, d_sae=cfg.toy_features + cfg.toy_features // 3, k=4, lam=lam,
-                        steps=cfg.toy_steps, batch_size=256, lr=3e-3, seed=seed)
+                        steps=cfg.toy_steps, batch_size=256, lr=3e-3, seed=seed,
+                        kernel=cfg.jacobian_kernel)
         secs = time.perf_counter() - t0
         s = evaluate(pair, xe, ye, cfg)
         found, _, m_out = toy.recovered_edges(s["edge_matrix"], pair.W_dec.detach(),
@@ -276,7 +284,10 @@ def run(ctx, cfg: SparsifyModelConfig) -> IdeaResult:
         for (L, lam), s in sw["stats"].items()}, "toy": toy_details}
     ctx.artifacts.save_tensors("jacobian_edges", {
         f"layer{L}.lambda{lam:g}": s["mean_abs"] for (L, lam), s in sw["stats"].items()})
-    if cfg.reinit_control:
+    if cfg.reinit_control and subject.on_server:
+        ctx.log("the re-initialised control needs the weights locally: skipped for a remote model")
+        details["reinit_control"] = "skipped: remote model"
+    elif cfg.reinit_control:
         fresh = subject.reinitialized(seed=int(torch.randint(0, 2**31 - 1, (1,),
                                                              generator=ctx.generator_for("reinit"))))
         r_acts = harvest_to_cache(fresh, ctx.dataset, sites, positions="all", max_length=cfg.max_length)
