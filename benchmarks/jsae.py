@@ -1,7 +1,7 @@
 """The Jacobian term's cost: a Jacobian SAE pair's training step with lambda > 0 against the
 same step with lambda = 0.
 
-    python benchmarks/jsae.py [--quick] [--threads N] [--d-sae N] [--k N] [--batch N]
+    python benchmarks/jsae.py [--quick] [--threads N] [--d-sae N] [--k N] [--batch N] [--term]
 
 Workload: the zoo's MLP sizes (d_model 128, d_mlp 512, gelu_new), a pair of TopK SAEs with
 d_sae 256 and k 8 (sparsify-model's defaults), batches of 256 random MLP inputs
@@ -45,6 +45,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256,
                     help="tokens per step (sparsify-model's batch_size; SAELens's default "
                          "train_batch_size_tokens is 4096)")
+    ap.add_argument("--term", action="store_true",
+                    help="also time the Jacobian alone (forward + backward of the k x k blocks, "
+                         "random A, B^T, phi' and indices at the same sizes) with each kernel")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from sae_lens.saes.sae import TrainStepInput
@@ -120,6 +123,37 @@ def main() -> None:
           f"cache-resident); kernel c reads each token's 2k rows of A and B^T once per pass and "
           f"materialises no block. Both: the MLP's phi, phi', phi'' take ~20 elementwise passes "
           f"over (t, d_mlp) against 2 for torch's gelu and its backward")
+
+    if args.term:
+        term(args)
+
+
+def term(args) -> None:
+    """The Jacobian alone: forward + backward of each kernel on the same random inputs."""
+    from mi_ideas_plugins.dictionary.sparsify_model.jsae import _ActiveJacobian
+    from mi_ideas_plugins.dictionary.sparsify_model.kernel import ActiveJacobianC, library
+
+    gen = torch.Generator().manual_seed(1)
+    t, k, s, dm = args.batch, args.k, args.d_sae, 512
+    a = torch.randn(s, dm, generator=gen, requires_grad=True)
+    bt = torch.randn(s, dm, generator=gen, requires_grad=True)
+    dphi = torch.rand(t, dm, generator=gen, requires_grad=True)
+    ii = torch.stack([torch.randperm(s, generator=gen)[:k] for _ in range(t)])
+    oo = torch.stack([torch.randperm(s, generator=gen)[:k] for _ in range(t)])
+    g = torch.randn(t, k, k, generator=gen)
+    fns = {"torch": _ActiveJacobian} | ({"c": ActiveJacobianC} if library() is not None else {})
+    rounds, n = (5, 20) if args.quick else (15, 40)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds + 1):  # the first round warms up
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                torch.autograd.grad(fn.apply(a, bt, dphi, ii, oo), (a, bt, dphi), g)
+            times[name].append((time.perf_counter() - t0) / n)
+    print("the Jacobian alone (forward + backward, median of "
+          f"{rounds} alternating rounds): " + "; ".join(
+              f"kernel {name} {statistics.median(v[1:]) * 1e3:.2f} ms" for name, v in times.items()))
+
 
 if __name__ == "__main__":
     main()
