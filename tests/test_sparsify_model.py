@@ -3,13 +3,22 @@ lambda > 0 sparser than lambda = 0 at a small reconstruction cost."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+# The compiled Jacobian kernel needs a C compiler (the development and CI machines have gcc);
+# without one the idea falls back to the torch kernel, and these tests say why they skip.
+needs_cc = pytest.mark.skipif(
+    not any(shutil.which(c) for c in (os.environ.get("CC", "cc"), "gcc", "clang")),
+    reason="no C compiler: the compiled Jacobian kernel cannot be built here")
 
-@pytest.mark.parametrize("kernel", ["c", "torch"])
+
+@pytest.mark.parametrize("kernel", [pytest.param("c", marks=needs_cc), "torch"])
 @pytest.mark.parametrize("act", ["relu", "gelu_new", "gelu"])
 def test_active_jacobian_equals_autograd(act, kernel):
     from mi_ideas_plugins.dictionary.sparsify_model.jsae import (
@@ -56,11 +65,14 @@ def _jacobian_inputs(dtype, t=37, k1=6, k2=7, dm=43, s1=50, s2=61, seed=0):
     a = torch.randn(s1, dm, generator=gen, dtype=dtype, requires_grad=True)
     bt = torch.randn(s2, dm, generator=gen, dtype=dtype, requires_grad=True)
     dphi = torch.rand(t, dm, generator=gen, dtype=dtype, requires_grad=True)
-    ii = torch.stack([torch.randperm(s1, generator=gen)[:k1] for _ in range(t)])
-    oo = torch.stack([torch.randperm(s2, generator=gen)[:k2] for _ in range(t)])
+    ii = torch.stack([torch.randperm(s1, generator=gen)[:k1] for _ in range(t)]) if t else \
+        torch.zeros(0, k1, dtype=torch.long)
+    oo = torch.stack([torch.randperm(s2, generator=gen)[:k2] for _ in range(t)]) if t else \
+        torch.zeros(0, k2, dtype=torch.long)
     return a, bt, dphi, ii, oo
 
 
+@needs_cc
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_c_kernel_equals_einsum(dtype, threads):
@@ -91,6 +103,49 @@ def test_c_kernel_equals_einsum(dtype, threads):
         torch.set_num_threads(before)
 
 
+@needs_cc
+@pytest.mark.parametrize("shape", [dict(t=1, k1=1, k2=1, dm=3, s1=2, s2=2),    # tails only
+                                   dict(t=2, k1=5, k2=1, dm=9, s1=7, s2=3),    # t < threads
+                                   dict(t=40, k1=9, k2=33, dm=17, s1=40, s2=50),
+                                   dict(t=0, k1=4, k2=4, dm=8, s1=6, s2=6)])   # no tokens
+def test_c_kernel_edge_shapes_and_bad_inputs(shape, monkeypatch):
+    """Degenerate and odd shapes on three threads (the accumulator cap lifted so every
+    thread gets tokens) equal the einsum definition; inputs the C code cannot trust are
+    refused (mixed dtypes, indices out of range, mismatched widths), never read."""
+    from mi_ideas_plugins.dictionary.sparsify_model import kernel
+    from mi_ideas_plugins.dictionary.sparsify_model.jsae import active_jacobian
+
+    monkeypatch.setattr(kernel, "MIN_TOKENS_PER_THREAD", 1)
+    a, bt, dphi, ii, oo = _jacobian_inputs(torch.float64, **shape)
+    g = torch.randn(ii.shape[0], oo.shape[1], ii.shape[1], dtype=torch.float64)
+    ref = torch.einsum("tjm,tm,tim->tji", bt[oo], dphi, a[ii])
+    ref_grads = torch.autograd.grad(ref, (a, bt, dphi), g, allow_unused=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        out = kernel.ActiveJacobianC.apply(a, bt, dphi, ii, oo)
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        got = torch.autograd.grad(out, (a, bt, dphi), g, allow_unused=True)
+        for x, want, name in zip(got, ref_grads, ("a", "bt", "dphi")):
+            want = torch.zeros_like(x) if want is None else want
+            torch.testing.assert_close(x, want, rtol=1e-12, atol=1e-12, msg=name)
+    finally:
+        torch.set_num_threads(before)
+    if shape["t"] == 0:
+        return
+    with pytest.raises(ValueError, match="one dtype"):
+        active_jacobian(a.float(), bt.T, dphi, ii, oo, kernel="c")
+    bad = ii.clone()
+    bad[0, 0] = a.shape[0]
+    with pytest.raises(ValueError, match="idx_in has indices outside"):
+        kernel.ActiveJacobianC.apply(a, bt, dphi, bad, oo)
+    with pytest.raises(ValueError, match="idx_out has indices outside"):
+        kernel.ActiveJacobianC.apply(a, bt, dphi, ii, -1 - oo)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        kernel.ActiveJacobianC.apply(a, bt, dphi[:, :-1], ii, oo)
+
+
+@needs_cc
 def test_c_kernel_build_and_fallback(tmp_path, monkeypatch):
     """The kernel builds into $MI_IDEAS_CACHE once and is reused; where it cannot be built,
     'auto' falls back to the torch kernel with one warning and 'c' refuses with the reason;
@@ -118,7 +173,7 @@ def test_c_kernel_build_and_fallback(tmp_path, monkeypatch):
     assert kernel.usable("auto", x) is False  # the warning is given once
     with pytest.raises(RuntimeError, match="could not be built: no C compiler"):
         kernel.usable("c", x)
-    with pytest.raises(ValueError, match="float32 / float64 tensors only"):
+    with pytest.raises(ValueError, match="float32 / float64 tensors of one dtype only"):
         kernel.usable("c", x.half())
     with pytest.raises(ValueError, match="not one of"):
         kernel.usable("fast", x)

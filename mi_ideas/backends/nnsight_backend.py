@@ -199,7 +199,8 @@ class NNsightSubject(Subject):
         with remote_errors(self._nnsight_remote, self.spec):
             saved = _run_parameter_trace(self.model, inputs, {"remote": self._nnsight_remote}, owners)
         saved = _value(saved)
-        return {n: _value(saved[n]) for n in names}
+        # clone: under the rehearsal the saved tensors share the live parameters' storage
+        return {n: _value(saved[n]).clone() for n in names}
 
     # -- renaming check ----------------------------------------------------------------
 

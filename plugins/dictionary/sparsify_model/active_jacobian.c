@@ -17,17 +17,26 @@
  * caller sums. Built with -fopenmp the library links libgomp.so.1 by soname, so inside a
  * process where torch has loaded its libgomp the regions run on torch's own worker threads
  * (a separate pool, e.g. pthreads, competes with torch's spinning workers for the cores:
- * measured 1.96x against 1.71x for the whole step, benchmarks/jsae.py --threads 2). Built
- * without OpenMP (a compiler without it) the loop runs serially.
+ * measured 1.96x against 1.62x for the whole step, benchmarks/jsae.py --threads 2). Built
+ * without OpenMP (kernel.py retries without -fopenmp where the compiler lacks it) the
+ * loop runs serially.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+/* bytes of the backward's 2 (k1 + k2) row pointers, rounded up so the vectors after them
+ * stay 64-byte aligned */
+static size_t bwd_pointer_bytes(int64_t k1, int64_t k2) {
+    return round64(sizeof(void *) * (size_t)(2 * (k1 + k2)));
+}
+
 #define DEFINE_KERNELS(T, SUF)                                                                \
 typedef T V##SUF __attribute__((vector_size(32))); /* 8 float / 4 double lanes (AVX2 width) */ \
 typedef struct {                                                                              \
-    const T *a, *bt, *d, *g; const int64_t *ii, *oo; T *out, *gd, *ga, *gbt, *scratch;        \
+    const T *a, *bt, *d, *g; const int64_t *ii, *oo; T *out, *gd, *ga, *gbt;                  \
+    void *scratch; /* this thread's, 64-byte aligned */                                      \
     int64_t t0, t1, k1, k2, dm;                                                               \
 } args_##SUF;                                                                                 \
                                                                                               \
@@ -41,7 +50,7 @@ static void *fwd_range_##SUF(void *p) {                                         
     args_##SUF *r = (args_##SUF *)p;                                                          \
     const int64_t k1 = r->k1, k2 = r->k2, dm = r->dm, L = sizeof(V##SUF) / sizeof(T);         \
     const int64_t dv = dm - dm % L;                                                           \
-    T *bd = r->scratch; /* k2 rows of bt[oo_j] * d[t] */                                      \
+    T *bd = (T *)r->scratch; /* k2 rows of bt[oo_j] * d[t] */                                 \
     for (int64_t t = r->t0; t < r->t1; t++) {                                                 \
         const T *dt = r->d + t * dm;                                                          \
         for (int64_t j = 0; j < k2; j++) {                                                    \
@@ -83,10 +92,10 @@ static void *bwd_range_##SUF(void *p) {                                         
     args_##SUF *r = (args_##SUF *)p;                                                          \
     const int64_t k1 = r->k1, k2 = r->k2, dm = r->dm, L = sizeof(V##SUF) / sizeof(T);         \
     const int64_t dv = dm - dm % L;                                                           \
-    const T **ar = (const T **)r->scratch, **br = ar + k1; /* row pointers */                \
+    /* scratch: 2 (k1 + k2) row pointers, then (64-byte aligned) one m-block of each row */ \
+    const T **ar = (const T **)r->scratch, **br = ar + k1;                                    \
     T **ga = (T **)(br + k2), **gb = ga + k1;                                                 \
-    V##SUF *av = (V##SUF *)(gb + k2 + 8), *bv = av + k1; /* one m-block of each row */       \
-    av = (V##SUF *)(((uintptr_t)av + 63) & ~(uintptr_t)63); bv = av + k1;                     \
+    V##SUF *av = (V##SUF *)(void *)((unsigned char *)r->scratch + bwd_pointer_bytes(k1, k2)), *bv = av + k1; \
     for (int64_t t = r->t0; t < r->t1; t++) {                                                 \
         const T *dt = r->d + t * dm, *gt = r->g + t * k2 * k1;                                \
         T *gdt = r->gd + t * dm;                                                              \
@@ -150,16 +159,18 @@ static void *bwd_range_##SUF(void *p) {                                         
 /* Run fn over n_threads contiguous token ranges; 0 on success. ga / gbt (backward) are    \
  * (n_threads, s1, dm) / (n_threads, s2, dm), thread n writing slice n. */                     \
 static int run_##SUF(void *(*fn)(void *), args_##SUF base, int64_t t, int64_t n_threads,     \
-                     int64_t s1, int64_t s2, int64_t scratch_rows) {                          \
+                     int64_t s1, int64_t s2, size_t scratch_bytes) {                          \
+    if (t <= 0 || base.k1 <= 0 || base.k2 <= 0 || base.dm <= 0) return 0; /* nothing to do */ \
     if (n_threads < 1) n_threads = 1;                                                         \
-    if (n_threads > t) n_threads = t > 0 ? t : 1;                                             \
+    if (n_threads > t) n_threads = t;                                                         \
+    const size_t stride = round64(scratch_bytes);                                             \
     args_##SUF *args = calloc((size_t)n_threads, sizeof(args_##SUF));                         \
-    T *scratch = malloc(sizeof(T) * (size_t)(n_threads * scratch_rows * base.dm));            \
+    unsigned char *scratch = aligned_alloc(64, stride * (size_t)n_threads);                   \
     if (!args || !scratch) { free(args); free(scratch); return 1; }                           \
     for (int64_t n = 0; n < n_threads; n++) {                                                 \
         args[n] = base;                                                                       \
         args[n].t0 = t * n / n_threads; args[n].t1 = t * (n + 1) / n_threads;                 \
-        args[n].scratch = scratch + n * scratch_rows * base.dm;                               \
+        args[n].scratch = (void *)(scratch + stride * (size_t)n);                              \
         if (base.ga) { args[n].ga = base.ga + n * s1 * base.dm;                               \
                        args[n].gbt = base.gbt + n * s2 * base.dm; }                           \
     }                                                                                         \
@@ -172,20 +183,15 @@ static int run_##SUF(void *(*fn)(void *), args_##SUF base, int64_t t, int64_t n_
 int jac_fwd_##SUF(const T *a, const T *bt, const T *d, const int64_t *ii, const int64_t *oo, \
                   T *out, int64_t t, int64_t k1, int64_t k2, int64_t dm, int64_t n_threads) { \
     args_##SUF base = {a, bt, d, NULL, ii, oo, out, NULL, NULL, NULL, NULL, 0, 0, k1, k2, dm}; \
-    return run_##SUF(fwd_range_##SUF, base, t, n_threads, 0, 0, k2);                          \
-}                                                                                             \
-                                                                                              \
-/* rows of T the backward's scratch needs: 2 (k1 + k2) pointers, k1 + k2 vectors, padding */ \
-static int64_t scratch_rows_##SUF(int64_t k1, int64_t k2, int64_t dm) {                      \
-    int64_t bytes = (2 * (k1 + k2) + 8) * (int64_t)sizeof(void *) + (k1 + k2 + 2) * 32 + 64;  \
-    return (bytes + (int64_t)sizeof(T) * dm - 1) / ((int64_t)sizeof(T) * dm);                \
+    return run_##SUF(fwd_range_##SUF, base, t, n_threads, 0, 0, sizeof(T) * (size_t)(k2 * dm)); \
 }                                                                                             \
                                                                                               \
 int jac_bwd_##SUF(const T *a, const T *bt, const T *d, const int64_t *ii, const int64_t *oo, \
                   const T *g, T *gd, T *ga, T *gbt, int64_t t, int64_t k1, int64_t k2,       \
                   int64_t dm, int64_t s1, int64_t s2, int64_t n_threads) {                    \
     args_##SUF base = {a, bt, d, g, ii, oo, NULL, gd, ga, gbt, NULL, 0, 0, k1, k2, dm};       \
-    return run_##SUF(bwd_range_##SUF, base, t, n_threads, s1, s2, scratch_rows_##SUF(k1, k2, dm));                         \
+    return run_##SUF(bwd_range_##SUF, base, t, n_threads, s1, s2,                              \
+                     bwd_pointer_bytes(k1, k2) + sizeof(V##SUF) * (size_t)(k1 + k2));         \
 }
 
 DEFINE_KERNELS(float, f32)
