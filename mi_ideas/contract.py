@@ -200,6 +200,24 @@ class Idea:
         raise NotImplementedError
 
     @classmethod
+    def check(cls, config: Any, subject: Any = None, *, dataset: Any = None, saes: Any = None,
+              host: Any = None) -> None:
+        """Refuse a config that the run's inputs cannot satisfy, before anything is written.
+
+        Called by the host after the model, dictionaries and data are resolved and before
+        the memory estimate and the run directory: ``subject`` (or None for ideas without a
+        model), ``dataset`` (the run's :class:`mi_ideas.data.Dataset`, or None), ``saes``
+        (the loaded SAELens objects, or None) and ``host`` (its registries, e.g.
+        ``host.judges``). Raise :class:`mi_ideas.errors.UsageError` (or ``ConfigError``)
+        with a one-paragraph message saying what is wrong and how to fix it; it reaches the
+        user as a usage error (exit 2) and nothing is written. What pydantic can check from
+        the config alone belongs in the config's validators; this is for what needs the
+        inputs (a site the model lacks, a prompt slot that is not whole tokens, a judge
+        name the host does not have, an optional package that is missing). The default
+        checks nothing.
+        """
+
+    @classmethod
     def estimate_memory(cls, config: Any, subject: Any = None) -> list[MemoryItem] | None:
         """The large tensors a run of ``config`` will hold at its peak, before it allocates
         anything: a list of :class:`MemoryItem` (sizes from the config and, for ideas that
@@ -207,10 +225,8 @@ class Idea:
         config whose total exceeds the memory budget (``--memory-budget``), with these
         items in the message. ``None`` means no estimate (the run is not checked). An
         estimate whose sizes grow with the data may take a third parameter, ``dataset``
-        (the run's :class:`mi_ideas.data.Dataset`, or None); one that checks the config
-        against the run's dictionaries or the host's registries may also take ``saes`` (the
-        loaded SAELens objects) and ``host`` (e.g. ``host.judges``). Whatever it raises is
-        raised before the run directory exists.
+        (the run's :class:`mi_ideas.data.Dataset`, or None). Checks of the config against
+        the inputs belong in :meth:`check`, which runs first.
         """
         return None
 

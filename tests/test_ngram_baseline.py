@@ -224,14 +224,13 @@ def test_missing_tokengrams_is_a_usage_error(monkeypatch):
         NgramCounts.fit(np.array([[0, 1, 2]]), 3, 2)
     msg = str(err.value)
     assert "tokengrams" in msg and "3.10" in msg and "3.11" in msg and "pip install" in msg
-    # the idea refuses before its run starts (a usage error, not a failed run): the host's
-    # memory check, which runs before the run directory exists, calls its pre-check
-    from mi_ideas.runs.memory import check_memory
+    # the idea refuses before its run starts (a usage error, not a failed run): its check,
+    # which the host calls before the run directory exists
     from mi_ideas_plugins.ngram_baseline.config import NgramConfig
     from mi_ideas_plugins.ngram_baseline.idea import NgramBaseline
 
     with pytest.raises(UsageError, match="tokengrams"):
-        check_memory(NgramBaseline, NgramConfig())
+        NgramBaseline.check(NgramConfig())
 
 
 def test_token_ids_outside_the_vocabulary_are_refused():

@@ -200,3 +200,22 @@ def test_a_config_over_the_memory_budget_is_refused_before_anything_is_written(t
     assert ok.provenance.model_dump()["memory_estimate_bytes"] == 4000
     with pytest.raises(UsageError, match="not a size"):
         mi_ideas.run("toy-echo", memory_budget="lots", out=tmp_path, quiet=True)
+
+
+def test_an_ideas_check_refuses_before_anything_is_written_and_sees_the_inputs(toy_host, tmp_path):
+    """Idea.check runs after the inputs are resolved and before the run directory: a refusal
+    is a usage error that writes nothing (CLI exit 2, one paragraph), a config it accepts
+    runs, and it is handed the run's host."""
+    from mi_ideas.cli import main
+    from mi_ideas.errors import UsageError
+    from tests.toy_plugin import Echo
+
+    with pytest.raises(UsageError, match="mode=max of a single draw"):
+        mi_ideas.run("toy-echo", n=1, mode="max", out=tmp_path, quiet=True)
+    assert not (tmp_path / "toy-echo").exists()
+    assert main(["run", "toy-echo", "--set", "n=1", "--set", "mode=max", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "toy-echo").exists()
+    Echo.checked.clear()
+    ok = mi_ideas.run("toy-echo", n=2, mode="max", out=tmp_path, quiet=True)
+    assert ok.metrics["value"] >= 0 and Echo.checked["config"].n == 2
+    assert Echo.checked["host"] is not None and "toy-echo" in Echo.checked["host"].ideas

@@ -24,6 +24,17 @@ class Echo(Idea):
     Config = EchoConfig
     Result = IdeaResult
 
+    #: what the last check() call received (tests/test_host.py)
+    checked: dict = {}
+
+    @classmethod
+    def check(cls, config: EchoConfig, subject=None, *, dataset=None, saes=None, host=None):
+        cls.checked.update(config=config, subject=subject, dataset=dataset, saes=saes, host=host)
+        if config.mode == "max" and config.n == 1:
+            from mi_ideas.errors import UsageError
+
+            raise UsageError("mode=max of a single draw is that draw; use mode=sum or n >= 2.")
+
     @classmethod
     def estimate_memory(cls, config: EchoConfig, subject=None):
         from mi_ideas import MemoryItem

@@ -82,10 +82,10 @@ def execute(
                                 ("dictionaries", idea_cls.uses_saes),
                                 ("data", idea_cls.uses_data)) if used]
     t_loaded = time.perf_counter() - t_load
-    # The memory estimate may refuse the config (or an idea's pre-check in it may), so the
-    # stage line waits for it.
-    estimate = check_memory(idea_cls, config, inputs.subject, memory_budget, inputs.dataset,
-                            saes=inputs.saes, host=host)
+    # The idea's own check of the config against its inputs, then the memory estimate, may
+    # refuse the config, so the stage line waits for them.
+    idea_cls.check(config, inputs.subject, dataset=inputs.dataset, saes=inputs.saes, host=host)
+    estimate = check_memory(idea_cls, config, inputs.subject, memory_budget, inputs.dataset)
     if not quiet and loaded:
         stage(f"{idea_name}: loaded {', '.join(loaded)} in {t_loaded:.1f} s")
 
@@ -159,8 +159,9 @@ def _resume_locked(run_dir: str | Path, host: Any, quiet: bool, command: list[st
             data=data if data is not None else recorded_data,
             remote=remote if remote is not None else recorded_remote,
         )
-    check_memory(idea_cls, old.config, inputs.subject, memory_budget, inputs.dataset,
-                 saes=inputs.saes, host=host)
+    idea_cls.check(old.config, inputs.subject, dataset=inputs.dataset, saes=inputs.saes,
+                   host=host)
+    check_memory(idea_cls, old.config, inputs.subject, memory_budget, inputs.dataset)
     attempt = {k: prov.get(k) for k in ("started_at", "finished_at", "status", "error",
                                         "wall_time_s")}
     if attempt["status"] == "running":  # its writer died without a word (we hold the lock)

@@ -61,16 +61,13 @@ def human(n: float) -> str:
 
 
 def check_memory(idea_cls: Any, config: Any, subject: Any = None, budget: Any = None,
-                 dataset: Any = None, saes: Any = None, host: Any = None) -> int | None:
+                 dataset: Any = None) -> int | None:
     """Refuse a config whose estimated peak exceeds the budget; returns the estimate."""
     import inspect
 
-    # ``dataset`` (sizes that grow with the data), ``saes`` (the run's dictionaries) and
-    # ``host`` (its registries, e.g. judges) go to estimates whose signature takes them, so
-    # an estimate can also refuse a config that does not fit them before anything is written.
+    # ``dataset`` (sizes that grow with the data) goes to estimates whose signature takes it
     params = inspect.signature(idea_cls.estimate_memory).parameters
-    extra = {k: v for k, v in (("dataset", dataset), ("saes", saes), ("host", host))
-             if k in params}
+    extra = {"dataset": dataset} if "dataset" in params else {}
     items = idea_cls.estimate_memory(config, subject, **extra)
     if items is None:
         return None

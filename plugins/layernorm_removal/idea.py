@@ -51,6 +51,18 @@ class LayernormRemoval(Idea):
     }
 
     @classmethod
+    def check(cls, config: LNRemovalConfig, subject=None, **inputs) -> None:
+        """A model that cannot be fine-tuned here, or a schedule that does not finish on this
+        model, is refused before the run directory exists (run() checks both again)."""
+        if subject is None:
+            return
+        from .run import build_schedule, hf_gpt2_of
+
+        hf_gpt2_of(subject)
+        for name in {config.schedule, *config.compare_schedules}:
+            build_schedule(name, config, subject.n_layers, main=name == config.schedule)
+
+    @classmethod
     def estimate_memory(cls, config: LNRemovalConfig, subject=None, dataset=None):
         """Float32: the runs' models (kept for the analysis) plus one model's gradients and
         AdamW state; one training batch's activations (about 16 d_model-wide and 2 d_vocab-
@@ -58,14 +70,6 @@ class LayernormRemoval(Idea):
         evaluation batch of 32 texts."""
         if subject is None:
             return None
-        # The host calls this before the run directory exists: the one place where a model
-        # that cannot be fine-tuned, or a schedule that does not finish on this model, is
-        # still a usage error that writes nothing (run() checks both again).
-        from .run import build_schedule, hf_gpt2_of
-
-        hf_gpt2_of(subject)
-        for name in {config.schedule, *config.compare_schedules}:
-            build_schedule(name, config, subject.n_layers, main=name == config.schedule)
         d, L, v = subject.d_model, subject.n_layers, subject.d_vocab
         n_params = 12 * L * d * d + (v + 1024) * d
         n_runs = 2 + len(set(config.compare_schedules) - {config.schedule}) \

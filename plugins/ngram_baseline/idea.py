@@ -51,15 +51,17 @@ class NgramBaseline(Idea):
         return run(ctx, config)
 
     @classmethod
-    def estimate_memory(cls, config: NgramConfig, subject: Any = None,
-                        dataset: Any = None) -> list[MemoryItem] | None:
-        """The suffix-array indices and n-gram codes grow with the training text; the
-        per-batch distributions with batch_rows x context_length x vocab. Also the
-        pre-check that tokengrams can be imported (so a run without it is refused as a
-        usage error before its directory exists)."""
+    def check(cls, config: NgramConfig, subject: Any = None, **inputs: Any) -> None:
+        """tokengrams must import (a run without it is refused before its directory exists)."""
         from .kn import import_tokengrams
 
         import_tokengrams()
+
+    @classmethod
+    def estimate_memory(cls, config: NgramConfig, subject: Any = None,
+                        dataset: Any = None) -> list[MemoryItem] | None:
+        """The suffix-array indices and n-gram codes grow with the training text; the
+        per-batch distributions with batch_rows x context_length x vocab."""
         if dataset is None:
             return None
         # BPE on English stories: ~4 characters a token; 3.5 over-counts tokens (safe side)

@@ -46,10 +46,16 @@ class LinearRepresentation(Idea):
     uses_model = True
 
     @classmethod
+    def check(cls, config: LinearRepresentationConfig, subject: Any = None, **inputs: Any) -> None:
+        """The sites and the read positions (a slot value that is not whole tokens is refused
+        before the run directory exists)."""
+        from .memory import check
+
+        check(config, subject)
+
+    @classmethod
     def estimate_memory(cls, config: LinearRepresentationConfig, subject: Any = None
                         ) -> list[MemoryItem] | None:
-        """Also the pre-run check of the sites and of the read positions (a slot value that
-        is not whole tokens is refused here, before the run directory exists)."""
         from .memory import estimate
 
         return estimate(config, subject)

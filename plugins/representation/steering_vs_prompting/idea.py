@@ -62,16 +62,19 @@ class SteeringVsPrompting(Idea):
     }
 
     @classmethod
-    def estimate_memory(cls, config: SteeringVsPromptingConfig, subject: Any = None,
-                        dataset: Any = None, saes: Any = None,
-                        host: Any = None) -> list[MemoryItem] | None:
-        """Float32 activations of one concept's vector texts (the largest tensor), and one
-        generation batch's logits. Called before the run directory exists, so it also
-        checks what can be checked without the model running: the judges, the site, and
-        that the dataset has the prompts and vector texts (run() checks them again)."""
+    def check(cls, config: SteeringVsPromptingConfig, subject: Any = None, *, dataset: Any = None,
+              saes: Any = None, host: Any = None) -> None:
+        """What can be checked without the model running: the judges, the site, and that the
+        dataset has the prompts and vector texts (run() checks them again)."""
         from .precheck import precheck
 
         precheck(config, subject, dataset, saes=saes, host=host)
+
+    @classmethod
+    def estimate_memory(cls, config: SteeringVsPromptingConfig, subject: Any = None,
+                        dataset: Any = None) -> list[MemoryItem] | None:
+        """Float32 activations of one concept's vector texts (the largest tensor), and one
+        generation batch's logits."""
         if subject is None:
             return None
         d, v = subject.d_model, subject.d_vocab
