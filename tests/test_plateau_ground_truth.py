@@ -24,7 +24,7 @@ from mi_ideas_plugins.plateaus.common.curves import (
     sharpness_with_floor,
     valid_paths,
 )
-from mi_ideas_plugins.plateaus.common.stats import (
+from mi_ideas.stats import (
     DEFINITIONS as STATS_DEFINITIONS,
     paired_comparison,
     per_unit,

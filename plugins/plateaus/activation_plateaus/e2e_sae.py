@@ -433,12 +433,12 @@ def relative_plateau_spread(sae: Any, points_by_plateau: Sequence["torch.Tensor"
 
 def paired_comparison(a: "torch.Tensor", b: "torch.Tensor", *, seed: int = 0) -> dict[str, float]:
     """Paired comparison of per-plateau values ``a`` (e2e) and ``b`` (MSE), by the family's
-    :func:`~mi_ideas_plugins.plateaus.common.stats.paired_comparison` (Wilcoxon signed-rank
+    :func:`~mi_ideas.stats.paired_comparison` (Wilcoxon signed-rank
     and a 95% percentile-bootstrap interval of the mean difference a − b, 2000 resamples of
     the plateaus), plus the fraction of plateaus with a < b."""
     import torch
 
-    from ..common.stats import paired_comparison as shared
+    from mi_ideas.stats import paired_comparison as shared
 
     c = shared(b.double().numpy(), a.double().numpy(), test="wilcoxon", rng=seed)
     diff = (a - b).double()

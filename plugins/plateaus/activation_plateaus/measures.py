@@ -14,7 +14,7 @@ from mi_ideas.errors import UsageError
 from ..common import directions as dirs
 from ..common.curves import (DEFINITIONS as D, FLOORS, first_crossing, loglog_slope, onset,
                              sharpness_with_floor)
-from ..common.stats import DEFINITIONS as SD, paired_comparison
+from mi_ideas.stats import DEFINITIONS as SD, paired_comparison
 from . import families as F
 from .config import TARGET_FAMILIES, PlateauConfig
 

@@ -3,7 +3,7 @@
 Every sub-experiment draws from its own generator (``ctx.generator_for(name)``), so
 skipping one (the re-initialised control is skipped remotely; the sub-questions are config
 switches) never changes the draws of another. Every "A vs B" verdict is made over prompts,
-paired by prompt (``common/stats.py``).
+paired by prompt (``mi_ideas/stats.py``).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def path_metrics(kl: Any, l2: Any, js: Any, tv: Any, steps: Any) -> dict[str, An
 
 def verdict(jump_per_unit: Any, rng: Any = 0) -> tuple[float, float, float, float, int]:
     """(plateau_like, median jump width, low, high, n_units) from per-prompt jump widths."""
-    from ..common.stats import unit_interval
+    from mi_ideas.stats import unit_interval
 
     med, lo, hi, n = unit_interval(jump_per_unit, rng=rng)
     if n == 0:

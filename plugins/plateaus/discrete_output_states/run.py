@@ -16,7 +16,7 @@ from mi_ideas.errors import UsageError
 from mi_ideas.metrics import kl_divergence
 
 from ..common.curves import DEFINITIONS as D, FLOORS, first_crossing
-from ..common.stats import DEFINITIONS as SD
+from mi_ideas.stats import DEFINITIONS as SD
 from ..common.sweep import CleanRun, clean_run, sweep
 from . import cluster as dc
 from .config import DiscreteOutputStatesConfig
@@ -289,7 +289,7 @@ def _plateaus(ctx: Any, cfg: DiscreteOutputStatesConfig, subject: Any, clean: Cl
               logprobs: torch.Tensor, labels: np.ndarray, site: str,
               result: DiscreteOutputStatesResult, details: dict, tensors: dict) -> None:
     from ..common.directions import same_rows
-    from ..common.stats import paired_comparison, per_unit
+    from mi_ideas.stats import paired_comparison, per_unit
     from .onsets import (EXPONENT_DEFINITION, JUMP_DEFINITION, JUMP_MAX, VERDICT_DEFINITION,
                          path_metrics, verdict)
     from .readouts import BOUNDED

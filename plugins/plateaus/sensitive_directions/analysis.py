@@ -14,7 +14,7 @@
 - **paired comparison** (every "A vs B" verdict): per prompt, the median t_cross of each
   family's paths (censored medians set to ``cap``, just beyond the grid, and counted); the
   per-prompt log ratio log(t_A / t_B) is compared with the Wilcoxon signed-rank test over
-  prompts (:func:`..common.stats.paired_comparison`), with a 95% bootstrap interval over
+  prompts (:func:`mi_ideas.stats.paired_comparison`), with a 95% bootstrap interval over
   prompts of its mean. Paths of one prompt are not independent, so no test pools them.
 """
 
@@ -85,7 +85,7 @@ def compare(a: Any, b: Any, cap: float, *, rng: Any = 0) -> dict[str, Any]:
     """
     import numpy as np
 
-    from ..common.stats import paired_comparison
+    from mi_ideas.stats import paired_comparison
 
     ma, mb = per_prompt_median(a, cap), per_prompt_median(b, cap)
     both = (ma >= cap) & (mb >= cap)

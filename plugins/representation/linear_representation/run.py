@@ -116,7 +116,7 @@ def run(ctx: RunContext, config: LinearRepresentationConfig) -> LinearRepresenta
 def _run(ctx: RunContext, config: LinearRepresentationConfig) -> LinearRepresentationResult:
     import torch
 
-    from ...plateaus.common.stats import paired_comparison
+    from mi_ideas.stats import paired_comparison
 
     subject = ctx.subject
     sites = [subject.site(s).name for s in config.sites]
@@ -251,26 +251,15 @@ def _add_ladder(add: Any, site: str, sc: Any, rng: Any) -> None:
 def mean_interval(values: Any, rng: Any, n_boot: int = 2000, confidence: float = 0.95
                   ) -> tuple[float, float, float]:
     """(mean, low, high) over the finite units: the bootstrap percentile interval of the
-    mean, Hesterberg's expanded percentiles Φ(±√(n/(n−1)) t_{n−1}) below 10 units (as
-    paired_comparison's ``interval="expanded"``; written here because the shared
-    ``unit_interval`` has only the plain percentiles, which are too narrow with 8 concepts).
+    mean, Hesterberg's expanded percentiles below 10 units (:func:`mi_ideas.stats.unit_interval`).
     Fewer than two units: no interval (NaN)."""
-    from scipy.stats import norm, t
+    from mi_ideas.stats import unit_interval
 
-    v = np.asarray(values, dtype=float).reshape(-1)
-    v = v[np.isfinite(v)]
-    n = v.size
-    if n == 0:
-        return float("nan"), float("nan"), float("nan")
-    if n < 2:
-        return float(v.mean()), float("nan"), float("nan")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    boot = v[gen.integers(0, n, size=(n_boot, n))].mean(1)
-    lo_q = (1 - confidence) / 2
-    if n < 10:
-        lo_q = float(norm.cdf(-np.sqrt(n / (n - 1)) * t.ppf(1 - lo_q, n - 1)))
-    lo, hi = np.quantile(boot, [lo_q, 1 - lo_q])
-    return float(v.mean()), float(lo), float(hi)
+    n = int(np.isfinite(np.asarray(values, dtype=float)).sum())
+    mean, lo, hi, _ = unit_interval(values, reduce="mean", n_boot=n_boot, rng=rng,
+                                    confidence=confidence,
+                                    interval="expanded" if n < 10 else "percentile")
+    return (mean, float("nan"), float("nan")) if n < 2 else (mean, lo, hi)
 
 
 def _compare(add: Any, name: str, model: np.ndarray, control: np.ndarray,

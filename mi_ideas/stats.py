@@ -1,4 +1,4 @@
-"""Prompt-level statistics for "A vs B" verdicts (numpy / scipy only).
+"""Unit-level statistics for "A vs B" verdicts, shared by every idea (numpy / scipy only).
 
 Paths that share a prompt are not independent: a Mann–Whitney test over paths treats 40
 paths of one prompt as 40 observations and finds "effects" that are one prompt's quirk
@@ -194,18 +194,31 @@ def paired_comparison(a: Any, b: Any, *, test: str = "wilcoxon", n_boot: int = N
 
 
 def unit_interval(values: Any, *, reduce: str = "median", n_boot: int = N_BOOT, rng: Any = None,
-                  confidence: float = 0.95) -> tuple[float, float, float, int]:
+                  confidence: float = 0.95, interval: str = "percentile"
+                  ) -> tuple[float, float, float, int]:
     """(estimate, low, high, n_units): the median (or mean) over units of per-unit ``values``
-    and its percentile-bootstrap interval over units (NaN units dropped)."""
+    and its bootstrap interval over units (NaN units dropped). ``interval``: as in
+    :func:`paired_comparison` (``"expanded"``: Hesterberg's expanded percentiles, for few
+    units; it needs two units, with fewer the interval is NaN)."""
+    from scipy.stats import norm, t
+
+    if interval not in ("percentile", "expanded"):
+        raise ValueError(f"unit_interval: interval must be 'percentile' or 'expanded', got {interval!r}")
     v = np.asarray(values, dtype=float).reshape(-1)
     v = v[np.isfinite(v)]
-    if v.size == 0:
+    n = int(v.size)
+    if n == 0:
         return float("nan"), float("nan"), float("nan"), 0
     f = np.median if reduce == "median" else np.mean
+    if interval == "expanded" and n < 2:
+        return float(f(v)), float("nan"), float("nan"), n
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    boot = f(v[gen.integers(0, v.size, size=(int(n_boot), v.size))], axis=1)
-    lo, hi = np.quantile(boot, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
-    return float(f(v)), float(lo), float(hi), int(v.size)
+    boot = f(v[gen.integers(0, n, size=(int(n_boot), n))], axis=1)
+    lo_q = (1 - confidence) / 2
+    if interval == "expanded":
+        lo_q = float(norm.cdf(-np.sqrt(n / (n - 1)) * t.ppf(1 - lo_q, n - 1)))
+    lo, hi = np.quantile(boot, [lo_q, 1 - lo_q])
+    return float(f(v)), float(lo), float(hi), n
 
 
 DEFINITIONS["unit_interval"] = (
