@@ -198,6 +198,22 @@ def test_mlp_read_through_either_backend_is_the_model_mlp():
                                    out.activations[f"mlp_out.{L}"].float(), rtol=1e-4, atol=1e-5)
 
 
+def test_transformer_lens_and_nnsight_runs_agree(tmp_path):
+    """The same run on the zoo model through TransformerLens and through nnsight (the same
+    weights, other code for every forward, the MLP read and the splices) gives the same
+    numbers: every metric but the wall-clock ones within 1e-4 relative."""
+    import mi_ideas
+
+    kw = dict(quiet=True, out=tmp_path, layers=[1], lambdas=[1.0], steps=30, toy=False,
+              reinit_control=False, data="zoo:stories:30")
+    hf = mi_ideas.run("sparsify-model", model="zoo:stories-gpt2", **kw).metrics
+    tl = mi_ideas.run("sparsify-model", model="tl:zoo:stories-gpt2", **kw).metrics
+    assert hf.keys() == tl.keys()
+    for key, value in hf.items():
+        if not key.endswith((".train_seconds", ".time_ratio")):
+            assert tl[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
 @pytest.fixture(scope="module")
 def one_layer_run(tmp_path_factory):
     """One run shared by the two tests below: the planted toy and zoo layer 1, lambda 0 and
