@@ -75,10 +75,12 @@ def _jacobian_inputs(dtype, t=37, k1=6, k2=7, dm=43, s1=50, s2=61, seed=0):
 @needs_cc
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_c_kernel_equals_einsum(dtype, threads):
+def test_c_kernel_equals_einsum(dtype, threads, monkeypatch):
     """The compiled kernel's J and its three gradients equal the einsum definition
-    differentiated by autograd (and the torch kernel), with tails in every dimension and
+    differentiated by autograd (and the torch kernel, in CPU-sized blocks and as one block
+    as off the CPU), with tails in every dimension and
     with per-thread gradient accumulators; gradcheck passes in float64."""
+    from mi_ideas_plugins.dictionary.sparsify_model import jsae
     from mi_ideas_plugins.dictionary.sparsify_model.jsae import _ActiveJacobian
     from mi_ideas_plugins.dictionary.sparsify_model.kernel import ActiveJacobianC
 
@@ -91,7 +93,10 @@ def test_c_kernel_equals_einsum(dtype, threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for fn in (ActiveJacobianC, _ActiveJacobian):
+        for fn in (ActiveJacobianC, _ActiveJacobian, "torch, one block"):
+            if fn == "torch, one block":  # the block size used off the CPU: the whole batch
+                monkeypatch.setattr(jsae, "CHUNK", 10**9)
+                fn = _ActiveJacobian
             out = fn.apply(a, bt, dphi, ii, oo)
             torch.testing.assert_close(out, ref, **tol)
             for got, want in zip(torch.autograd.grad(out, (a, bt, dphi), g), ref_grads):

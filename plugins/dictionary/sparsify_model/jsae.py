@@ -121,6 +121,13 @@ class MLP:
 CHUNK = 32  # tokens per block: the gathered (CHUNK, k, d_mlp) rows stay in L2 (512 KiB at k 8, d_mlp 512)
 
 
+def _chunk(t: int, device: torch.device) -> int:
+    """Tokens per block: CHUNK on CPU (cache-sized blocks, benchmarks/jsae.py); the whole
+    batch elsewhere, where each block costs kernel launches and there is no small cache to
+    fit (a GPU's throughput at these shapes is not measured here)."""
+    return max(1, min(CHUNK, t)) if device.type == "cpu" else max(1, t)
+
+
 class _ActiveJacobian(torch.autograd.Function):
     """J[t] = B_sel[t] · diag(dphi[t]) · A_sel[t]^T with a closed-form backward.
 
@@ -138,7 +145,7 @@ class _ActiveJacobian(torch.autograd.Function):
     def forward(ctx, a, bt, dphi, idx_in, idx_out):  # type: ignore[override]
         t, k1 = idx_in.shape
         k2, dm = idx_out.shape[1], a.shape[1]
-        c = min(CHUNK, t)
+        c = _chunk(t, a.device)
         out = dphi.new_empty(t, k2, k1)
         a_buf, b_buf = a.new_empty(c * k1, dm), a.new_empty(c * k2, dm)
         for s in range(0, t, c):
@@ -155,7 +162,7 @@ class _ActiveJacobian(torch.autograd.Function):
         a, bt, dphi, idx_in, idx_out = ctx.saved_tensors
         t, k1 = idx_in.shape
         k2, dm = idx_out.shape[1], a.shape[1]
-        c = min(CHUNK, t)
+        c = _chunk(t, a.device)
         g = g.contiguous()
         need_a, need_b, need_d = ctx.needs_input_grad[:3]
         ga = torch.zeros_like(a) if need_a else None
