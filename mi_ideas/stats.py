@@ -204,6 +204,8 @@ def unit_interval(values: Any, *, reduce: str = "median", n_boot: int = N_BOOT, 
 
     if interval not in ("percentile", "expanded"):
         raise ValueError(f"unit_interval: interval must be 'percentile' or 'expanded', got {interval!r}")
+    if reduce not in ("median", "mean"):
+        raise ValueError(f"unit_interval: reduce must be 'median' or 'mean', got {reduce!r}")
     v = np.asarray(values, dtype=float).reshape(-1)
     v = v[np.isfinite(v)]
     n = int(v.size)
@@ -222,5 +224,7 @@ def unit_interval(values: Any, *, reduce: str = "median", n_boot: int = N_BOOT, 
 
 
 DEFINITIONS["unit_interval"] = (
-    "95% interval of a median over units: the 2.5th and 97.5th percentiles of the median over "
-    "bootstrap resamples of the units (prompts, with replacement, n_boot resamples)")
+    "95% interval of a median (or mean, reduce = mean) over units: the 2.5th and 97.5th "
+    "percentiles of the median over bootstrap resamples of the units (prompts, with "
+    "replacement, n_boot resamples); with interval = expanded, Hesterberg's expanded "
+    "percentiles Φ(±√(n/(n−1)) t_{n−1, 0.975}) of the same resamples (n units; NaN below 2)")

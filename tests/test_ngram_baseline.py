@@ -216,7 +216,7 @@ def test_unigram_process_entropy():
     assert d.mean() > -3 * d.std(ddof=1) / np.sqrt(d.size)
 
 
-def test_missing_tokengrams_is_a_usage_error(monkeypatch):
+def test_missing_tokengrams_is_a_usage_error(monkeypatch, tmp_path):
     """Where tokengrams cannot be imported (no wheel for CPython >= 3.12) the idea refuses
     with an error that names the package, the Python versions and the fix."""
     monkeypatch.setitem(sys.modules, "tokengrams", None)  # import raises ImportError
@@ -226,11 +226,11 @@ def test_missing_tokengrams_is_a_usage_error(monkeypatch):
     assert "tokengrams" in msg and "3.10" in msg and "3.11" in msg and "pip install" in msg
     # the idea refuses before its run starts (a usage error, not a failed run): its check,
     # which the host calls before the run directory exists
-    from mi_ideas_plugins.ngram_baseline.config import NgramConfig
-    from mi_ideas_plugins.ngram_baseline.idea import NgramBaseline
+    import mi_ideas
 
     with pytest.raises(UsageError, match="tokengrams"):
-        NgramBaseline.check(NgramConfig())
+        mi_ideas.run("ngram-baseline", quiet=True, out=tmp_path, data="zoo-corpus:stories-gpt2:40")
+    assert not any(tmp_path.iterdir())
 
 
 def test_token_ids_outside_the_vocabulary_are_refused():

@@ -53,9 +53,13 @@ def test_remote_parameters_equal_local_in_one_request(local, remote, ndif_server
     before = ndif_server.stats()["requests"]
     got = remote.parameters(names)
     assert ndif_server.stats()["requests"] == before + 1
-    rehearsal = load_subject(f"hf:{ndif_model_dir}", remote="local").parameters(names)
+    reh = load_subject(f"hf:{ndif_model_dir}", remote="local")
+    rehearsal = reh.parameters(names)
     for name in names:
         assert torch.equal(got[name], want[name]) and torch.equal(rehearsal[name], want[name]), name
+    for subj, read in ((local, want), (reh, rehearsal)):  # copies: writing to them leaves
+        read[names[0]].zero_()                            # the models' weights alone
+        assert torch.equal(subj.parameters(names[:1])[names[0]], got[names[0]])
     assert not torch.equal(want[names[0]], local.parameters(["transformer.h.0.mlp.c_fc.weight"])[
         "transformer.h.0.mlp.c_fc.weight"])  # the names select different tensors
     with pytest.raises(UsageError, match=r"no parameter or buffer \['transformer.h.9.mlp.c_fc.weight'\]"):

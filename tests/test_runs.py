@@ -202,6 +202,50 @@ def test_a_config_over_the_memory_budget_is_refused_before_anything_is_written(t
         mi_ideas.run("toy-echo", memory_budget="lots", out=tmp_path, quiet=True)
 
 
+def test_resume_runs_the_ideas_check_first(toy_host, tmp_path, monkeypatch):
+    """A resumed run is checked again before anything is touched: a refusal leaves the run's
+    provenance exactly as it was."""
+    from mi_ideas.errors import UsageError
+    from mi_ideas.runs.execute import resume
+    from tests.toy_plugin import Fail
+
+    with pytest.raises(RunError):
+        mi_ideas.run("toy-fail", out=tmp_path, quiet=True)
+    (run_dir,) = (tmp_path / "toy-fail").iterdir()
+    before = (run_dir / "provenance.json").read_text()
+
+    def refuse(cls, config, subject=None, **inputs):
+        raise UsageError("refused on resume")
+
+    monkeypatch.setattr(Fail, "check", classmethod(refuse))
+    with pytest.raises(UsageError, match="refused on resume"):
+        resume(run_dir, host=toy_host, quiet=True)
+    assert (run_dir / "provenance.json").read_text() == before
+
+
+def test_a_check_with_the_wrong_signature_is_refused_at_registration():
+    from mi_ideas.host.manager import _validate_idea_class
+    from tests.toy_plugin import Echo
+
+    class Instance(Echo):
+        name = "toy-bad-check"
+
+        def check(self, config, subject=None, **inputs):  # not a classmethod
+            pass
+
+    class NoKeywords(Echo):
+        name = "toy-bad-check-2"
+
+        @classmethod
+        def check(cls, config, subject=None):
+            pass
+
+    for bad, why in ((Instance, "must be a @classmethod"), (NoKeywords, r"lacks \['dataset'")):
+        with pytest.raises(TypeError, match=why):
+            _validate_idea_class(bad)
+    _validate_idea_class(Echo)
+
+
 def test_an_ideas_check_refuses_before_anything_is_written_and_sees_the_inputs(toy_host, tmp_path):
     """Idea.check runs after the inputs are resolved and before the run directory: a refusal
     is a usage error that writes nothing (CLI exit 2, one paragraph), a config it accepts

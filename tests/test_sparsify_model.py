@@ -289,13 +289,47 @@ def test_scale_matched_control_has_the_models_norms_and_the_same_function():
     assert s_x != pytest.approx(1.0) and s_y != pytest.approx(1.0)
 
 
-def test_bad_layers_is_a_usage_error(tmp_path):
+def test_bad_layers_and_unreadable_mlps_are_refused_before_the_run(tmp_path):
+    """Layers out of range and a model whose MLP is not GPT-2's (GPT-NeoX: nn.Linear, another
+    layout) are usage errors raised by the idea's check: no run directory is made."""
     import mi_ideas
-    from mi_ideas.errors import MiIdeasError
+    from mi_ideas.errors import UsageError
+    from tests.tiny_models import build_tiny
 
-    with pytest.raises(MiIdeasError, match="outside"):
-        mi_ideas.run("sparsify-model", quiet=True, out=tmp_path, layers=[9], toy=False,
+    with pytest.raises(UsageError, match="outside"):
+        mi_ideas.run("sparsify-model", quiet=True, out=tmp_path / "a", layers=[9], toy=False,
                      data="zoo:stories:8")
+    neox = build_tiny("gpt_neox", tmp_path / "neox")
+    with pytest.raises(UsageError, match="GPT-2-architecture"):
+        mi_ideas.run("sparsify-model", quiet=True, out=tmp_path / "b", model=f"hf:{neox}",
+                     toy=False, data="zoo:stories:8")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_spliced_ce_rows_are_the_mlp_rows():
+    """ce_losses splices each pair's y_hat at the rows its x came from: a 'pair' that returns
+    the true MLP output gives the clean CE exactly, and the same rows shuffled do not."""
+    from mi_ideas import load_subject
+    from mi_ideas.data.stories import generate_stories
+    from mi_ideas_plugins.dictionary.sparsify_model.run import ce_losses, mlp_of
+
+    subject = load_subject("zoo:stories-gpt2")
+    texts = [s.text for s in generate_stories(6, seed=3)]
+
+    class Exact:
+        def __init__(self, mlp, shuffle=False):
+            self.mlp, self.shuffle = mlp, shuffle
+
+        def pair_forward(self, x, jacobian=False):
+            y = self.mlp(x)
+            return {"y_hat": y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]
+                    if self.shuffle else y}
+
+    mlp = mlp_of(subject, 1)
+    clean, ce = ce_losses(subject, texts, [1], {(1, 0.0): Exact(mlp), (1, 1.0): Exact(mlp, True)},
+                          64, {1: (1.0, 1.0)})
+    assert ce[(1, 0.0)] == pytest.approx(clean, abs=1e-5)
+    assert ce[(1, 1.0)] > clean + 0.05
 
 
 def test_answer_follows_the_numbers():

@@ -24,7 +24,7 @@ class Echo(Idea):
     Config = EchoConfig
     Result = IdeaResult
 
-    #: what the last check() call received (tests/test_host.py)
+    #: what the last check() call received (tests/test_runs.py)
     checked: dict = {}
 
     @classmethod

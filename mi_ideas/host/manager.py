@@ -431,6 +431,7 @@ def _validate_idea_class(idea_cls: Any) -> None:
     if not issubclass(idea_cls.Result, IdeaResult):
         raise TypeError(f"{idea_cls.__name__}.Result is not a subclass of IdeaResult")
     _check_harvest_needs_data(idea_cls)
+    _check_check_signature(idea_cls)
     undocumented = [
         n for n, f in idea_cls.Config.model_fields.items() if not f.description or f.is_required()
     ]
@@ -439,6 +440,27 @@ def _validate_idea_class(idea_cls: Any) -> None:
             f"{idea_cls.__name__}.Config fields {undocumented} need a default and a "
             f"description (every config must run as-is and explain itself in `mi-ideas show`)"
         )
+
+
+def _check_check_signature(idea_cls: Any) -> None:
+    """An overridden ``Idea.check`` must be a classmethod (or staticmethod) that takes the
+    config, the subject and the keywords ``dataset``, ``saes``, ``host`` (or ``**kwargs``):
+    the host calls it before any run, and a mismatch would be a bare TypeError there."""
+    import inspect
+
+    raw = inspect.getattr_static(idea_cls, "check", None)
+    if raw is None or raw is inspect.getattr_static(Idea, "check"):
+        return
+    if not isinstance(raw, (classmethod, staticmethod)):
+        raise TypeError(f"{idea_cls.__name__}.check must be a @classmethod "
+                        f"(check(cls, config, subject=None, *, dataset=None, saes=None, host=None))")
+    params = inspect.signature(idea_cls.check).parameters
+    takes_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    missing = [k for k in ("dataset", "saes", "host") if k not in params]
+    if len(params) < 2 or (missing and not takes_kw):
+        raise TypeError(f"{idea_cls.__name__}.check must take (config, subject=None, *, "
+                        f"dataset=None, saes=None, host=None) or **kwargs; it lacks "
+                        f"{missing or ['a subject parameter']}")
 
 
 def _check_harvest_needs_data(idea_cls: Any) -> None:

@@ -29,9 +29,13 @@ class SparsifyModelConfig(IdeaConfig):
         "second. Both give the same values (tests); 'c' is ~2x faster on CPU.")
     edge_min_tokens: int = Field(5, ge=1, description="An edge (input latent i -> output latent j) "
                                  "needs i and j co-active on at least this many held-out tokens.")
-    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction of texts (the last ones) held out.")
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction of the harvested "
+                                 "token rows (the last ones) held out for evaluation: at least "
+                                 "64 rows, and at least every row of the CE texts, so no scored "
+                                 "text is trained on.")
     max_length: int = Field(64, ge=4, description="Tokens per text (BOS included).")
-    ce_texts: int = Field(24, ge=1, description="Held-out texts scored for the spliced CE loss.")
+    ce_texts: int = Field(24, ge=1, description="Texts scored for the spliced CE loss: the last "
+                          "min(ce_texts, eval_fraction x texts) of the dataset, all held out.")
     toy: bool = Field(True, description="Also run the planted toy MLP (a sparse, known "
                       "feature-to-feature map; metrics prefixed toy.).")
     toy_features: int = Field(24, ge=2, le=256, description="Toy: input (= output) features.")

@@ -8,8 +8,9 @@ PER_LAMBDA = {
     "reconstruction of MLP(SAE 1's reconstruction of the MLP input); mean over layers.",
     "ev_in": "Explained variance of the MLP input by SAE 1 (same definition); mean over layers.",
     "l0": "Mean number of non-zero SAE 1 latents per held-out token (TopK: at most k); mean over layers.",
-    "ce_increase": "Next-token cross-entropy (nats, the last ce_texts texts, scored at every "
-    "token after BOS but the last, the family's SpliceSet definition) with one layer's MLP "
+    "ce_increase": "Next-token cross-entropy (nats, the last min(ce_texts, eval_fraction x "
+    "texts) texts, all held out from training, scored at every token after BOS but the last, "
+    "the family's SpliceSet definition) with one layer's MLP "
     "output replaced by the pair's y_hat at every non-BOS position minus the clean "
     "cross-entropy at the same positions; mean over layers (each layer spliced on its own).",
     "jacobian_density": "Fraction of the active k x k Jacobian entries |dz2_j/dz1_i| above "

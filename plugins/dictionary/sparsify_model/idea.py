@@ -37,6 +37,14 @@ class SparsifyModel(Idea):
                "full": {"steps": 300}}
 
     @classmethod
+    def check(cls, config: SparsifyModelConfig, subject=None, **inputs) -> None:
+        """Layers out of range, or a model whose MLPs this idea cannot read, are refused
+        before the run directory exists (no weights are read here)."""
+        from .run import check
+
+        check(config, subject)
+
+    @classmethod
     def estimate_memory(cls, config: SparsifyModelConfig, subject=None, dataset=None):
         """Harvested MLP in/out rows per layer, the pairs' parameters with Adam state, and the
         (d_sae x d_sae) edge statistics per pair."""

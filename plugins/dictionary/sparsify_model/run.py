@@ -19,36 +19,74 @@ def lam_name(lam: float) -> str:
     return f"lambda_{lam:g}"
 
 
-def mlp_of(subject, layer: int) -> MLP:
-    """The frozen MLP of ``layer``, y = act(x W_in + b_in) W_out + b_out, read through the
-    subject (:meth:`Subject.parameters`: one trace for a remote model): a GPT-2-style
-    Hugging Face model (Conv1D ``c_fc`` / ``c_proj``, already (d_in, d_out)) on the nnsight
-    back-end, or a TransformerLens model (``blocks.L.mlp.W_in`` ...)."""
+def layers_of(cfg: SparsifyModelConfig, subject) -> list[int]:
+    """The layers to sparsify (all when ``cfg.layers`` is None), refused when out of range."""
+    layers = list(range(subject.n_layers)) if cfg.layers is None else list(cfg.layers)
+    bad = [L for L in layers if not 0 <= L < subject.n_layers]
+    if bad:
+        raise UsageError(f"layers {bad} are outside {subject.spec}'s 0..{subject.n_layers - 1}; "
+                         f"give layers within that range or null for all.")
+    return layers
+
+
+def mlp_names(subject, layer: int) -> tuple[list[str], str]:
+    """The parameter names of ``layer``'s MLP (W_in, b_in, W_out, b_out) and its activation,
+    after checking that it is a MLP this idea can read (no weights are read): a GPT-2-style
+    Hugging Face model on the nnsight back-end (Conv1D ``c_fc`` / ``c_proj``, weights
+    already (d_in, d_out)), or a TransformerLens model with a plain (non-gated, non-MoE)
+    MLP. Anything else is a UsageError."""
     hint = (f"sparsify-model reads the MLP weights of a GPT-2-architecture model (a non-gated "
-            f"MLP: transformer.h[L].mlp.c_fc / c_proj on nnsight, blocks[L].mlp.W_in / W_out on "
-            f"TransformerLens); {subject.spec} is not one. Use the zoo model, a GPT-2 checkpoint "
-            f"(--model hf:DIR, or a remote one), or its TransformerLens version (tl:...).")
+            f"MLP: Conv1D transformer.h[L].mlp.c_fc / c_proj on nnsight, blocks[L].mlp.W_in / "
+            f"W_out on TransformerLens); {subject.spec} is not one. Use the zoo model, a GPT-2 "
+            f"checkpoint (--model hf:DIR, or a remote one), or its TransformerLens version (tl:...).")
     if subject.backend == "transformer_lens":
-        act = getattr(subject.model.cfg, "act_fn", None)
-        names = [f"blocks.{layer}.mlp.{n}" for n in ("W_in", "b_in", "W_out", "b_out")]
-        if getattr(subject.model.cfg, "gated_mlp", False):
+        cfg = subject.model.cfg
+        if (getattr(cfg, "attn_only", False) or getattr(cfg, "gated_mlp", False)
+                or getattr(cfg, "num_experts", None) or getattr(cfg, "d_mlp", None) is None):
             raise UsageError(hint)
+        act = getattr(cfg, "act_fn", None)
+        names = [f"blocks.{layer}.mlp.{n}" for n in ("W_in", "b_in", "W_out", "b_out")]
     else:
         module = getattr(getattr(subject, "model", None), "_module", None)
         try:
             block = module.transformer.h[layer].mlp
             act = module.config.activation_function
-            if not (hasattr(block, "c_fc") and hasattr(block, "c_proj")):
-                raise AttributeError
-        except AttributeError:
+            if not all(type(getattr(block, n)).__name__ == "Conv1D" for n in ("c_fc", "c_proj")):
+                raise AttributeError  # e.g. nn.Linear (out, in) weights: another layout
+        except (AttributeError, IndexError, TypeError):
             raise UsageError(hint) from None
         names = [f"transformer.h.{layer}.mlp.{n}" for n in ("c_fc.weight", "c_fc.bias",
                                                             "c_proj.weight", "c_proj.bias")]
     if act not in ("relu", "gelu_new", "gelu"):
         raise UsageError(f"sparsify-model supports MLP activations relu, gelu_new and gelu; "
                          f"{subject.spec} uses {act!r}.")
+    return names, act
+
+
+def check(cfg: SparsifyModelConfig, subject) -> None:
+    """What :meth:`SparsifyModel.check` refuses before the run directory exists: layers out
+    of range, and a model whose MLPs this idea cannot read."""
+    if subject is None:
+        return
+    for L in layers_of(cfg, subject):
+        mlp_names(subject, L)
+
+
+def mlp_of(subject, layer: int) -> MLP:
+    """The frozen MLP of ``layer``, y = act(x W_in + b_in) W_out + b_out, read through the
+    subject (:meth:`Subject.parameters`: one trace for a remote model; see
+    :func:`mlp_names`), its shapes checked against d_model."""
+    names, act = mlp_names(subject, layer)
     w = subject.parameters(names)
-    return MLP(*(w[n].float() for n in names), act=act)
+    w_in, b_in, w_out, b_out = (w[n].float() for n in names)
+    d, m = subject.d_model, w_in.shape[-1]
+    if not (w_in.shape == (d, m) and b_in.shape == (m,) and w_out.shape == (m, d)
+            and b_out.shape == (d,)):
+        raise UsageError(f"{subject.spec}'s layer {layer} MLP has weights of shapes "
+                         f"{[tuple(t.shape) for t in (w_in, b_in, w_out, b_out)]}, not "
+                         f"(d_model, d_mlp), (d_mlp,), (d_mlp, d_model), (d_model,) with d_model "
+                         f"{d}; sparsify-model cannot read this architecture's MLP.")
+    return MLP(w_in, b_in, w_out, b_out, act=act)
 
 
 @torch.no_grad()
@@ -147,13 +185,19 @@ def scale_matched(mlp: MLP, x: torch.Tensor, y: torch.Tensor, target: tuple[floa
     return MLP(mlp.w_in * s_x, mlp.b_in, mlp.w_out / s_y, mlp.b_out / s_y, mlp.act), s_x, s_y
 
 
-def sweep(subject, acts, layers, cfg, ctx, tag: str, texts: list[str],
+def sweep(subject, acts, layers, cfg, ctx, tag: str, texts: list[str], ce_rows: int,
           targets: dict[int, tuple[float, float]] | None = None) -> dict[str, Any]:
     """Train and evaluate every (layer, lambda) pair on one model; with ``targets`` (per
     layer, the mean MLP input and output norms of the model's training rows) the
     activations are first rescaled to those norms (:func:`scale_matched`)."""
     n = acts.n_rows
-    n_eval = max(int(n * cfg.eval_fraction), 64)
+    # held out: the last eval_fraction of the rows, at least 64 and at least the CE texts'
+    # rows (the harvest is in text order, so those are its last ce_rows rows)
+    n_eval = max(int(n * cfg.eval_fraction), 64, ce_rows)
+    if n_eval >= n:
+        raise UsageError(f"{n} harvested tokens leave none to train on once {n_eval} are held "
+                         f"out (eval_fraction, and the {len(texts)} CE texts' {ce_rows} tokens); "
+                         f"use more texts (--data zoo:stories:N) or lower ce_texts / eval_fraction.")
     lams = sorted(set([0.0, *cfg.lambdas]))
     stats: dict = {}
     pairs: dict = {}
@@ -261,18 +305,17 @@ def run(ctx, cfg: SparsifyModelConfig) -> IdeaResult:
     from mi_ideas.harvest import harvest_to_cache
 
     subject = ctx.subject
-    layers = list(range(subject.n_layers)) if cfg.layers is None else list(cfg.layers)
-    bad = [L for L in layers if not 0 <= L < subject.n_layers]
-    if bad:
-        raise UsageError(f"layers {bad} are outside {subject.spec}'s 0..{subject.n_layers - 1}; "
-                         f"give layers within that range or null for all.")
+    layers = layers_of(cfg, subject)
     sites = [s for L in layers for s in (f"mlp_in.{L}", f"mlp_out.{L}")]
     n_ce = min(cfg.ce_texts, max(1, int(len(ctx.dataset) * cfg.eval_fraction)))
     texts = ctx.dataset.texts[-n_ce:]
     result = IdeaResult()
     toy_details = run_toy(result, cfg, ctx) if cfg.toy else None
+    from ..common.evaluate import SpliceSet
+
+    ce_rows = SpliceSet(subject, texts, sites[1], max_length=cfg.max_length).n_rows
     acts = ctx.harvest(sites, positions="all", max_length=cfg.max_length)
-    sw = sweep(subject, acts, layers, cfg, ctx, "model", texts)
+    sw = sweep(subject, acts, layers, cfg, ctx, "model", texts, ce_rows)
     add_sweep(result, sw, layers, "")
     result.add("jacobian_autograd_max_abs_err", autograd_error(sw["pairs"][(layers[0], 0.0)], sw["x_eval0"]),
                definition("jacobian_autograd_max_abs_err"))
@@ -291,7 +334,7 @@ def run(ctx, cfg: SparsifyModelConfig) -> IdeaResult:
         fresh = subject.reinitialized(seed=int(torch.randint(0, 2**31 - 1, (1,),
                                                              generator=ctx.generator_for("reinit"))))
         r_acts = harvest_to_cache(fresh, ctx.dataset, sites, positions="all", max_length=cfg.max_length)
-        rsw = sweep(fresh, r_acts, layers, cfg, ctx, "reinit", texts,
+        rsw = sweep(fresh, r_acts, layers, cfg, ctx, "reinit", texts, ce_rows,
                     targets=sw["train_norms"] if cfg.scale_match_control else None)
         add_sweep(result, rsw, layers, "reinit.")
         result.add("reinit.ce_clean", rsw["ce_clean"], definition("reinit.ce_clean"))
