@@ -57,6 +57,12 @@ def _crashed_probe_run(tmp: Path) -> Path:
     return run_dir
 
 
+def _tiny_neox(tmp: Path) -> Path:
+    from tests.tiny_models import build_tiny
+
+    return build_tiny("gpt_neox", tmp / "neox")
+
+
 def _cases(tmp: Path, toy_host) -> list[tuple[str, list[str], int, str]]:
     """(what the user did, argv, exit code, a phrase the message must contain)."""
     (tmp / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
@@ -166,6 +172,13 @@ def _cases(tmp: Path, toy_host) -> list[tuple[str, list[str], int, str]]:
         ("more checkpoint steps than checkpoints",
          ["run", "ngram-baseline", "--set", "checkpoint_steps=[1]", *out], 2,
          "checkpoint_steps has 1 entries but checkpoints has 0"),
+        ("sparsify-model layers the model does not have",
+         ["run", "sparsify-model", "--set", "layers=[0,7]", *out], 2, "layers [7] are outside"),
+        ("sparsify-model on a model whose MLP it cannot read (a GPT-NeoX directory)",
+         ["run", "sparsify-model", "--model", f"hf:{_tiny_neox(tmp)}", *out], 2,
+         "GPT-2-architecture model"),
+        ("an unknown Jacobian kernel",
+         ["run", "sparsify-model", "--set", "jacobian_kernel=fast", *out], 2, "jacobian_kernel"),
         ("an idea that raises mid-run", ["run", "toy-fail", *out], 1, "marked failed"),
     ]
 
@@ -177,8 +190,9 @@ def _normalise(text: str, tmp: Path) -> str:
 
 def test_every_bad_input_gets_one_clear_paragraph(toy_host, tmp_path, capsys):
     rows = []
-    capsys.readouterr()
-    for what, argv, code, phrase in _cases(tmp_path, toy_host):
+    cases = _cases(tmp_path, toy_host)
+    capsys.readouterr()  # what building the cases' inputs printed
+    for what, argv, code, phrase in cases:
         rc = main(argv)
         err = capsys.readouterr().err
         assert rc == code, (what, rc, err)
