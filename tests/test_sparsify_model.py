@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,6 +204,34 @@ def test_mlp_read_through_either_backend_is_the_model_mlp():
                                    out.activations[f"mlp_out.{L}"].float(), rtol=1e-4, atol=1e-5)
 
 
+def test_saved_dictionaries_are_the_trained_pair(tmp_path):
+    """The SAELens directories a run writes are the trained pair: reloaded through the
+    project's loader, SAE 1 gives the pair's latents and reconstruction of x, SAE 2 those
+    of the MLP's output, and their hook names map to the MLP's input and output sites."""
+    from mi_ideas.dictionaries import load_sae_directory, site_of
+    from mi_ideas.sites import to_hook_name
+    from mi_ideas_plugins.dictionary.sparsify_model.jsae import MLP, fit_pair
+
+    gen = torch.Generator().manual_seed(0)
+    d, dm = 16, 48
+    mlp = MLP(torch.randn(d, dm, generator=gen) / 4, torch.zeros(dm),
+              torch.randn(dm, d, generator=gen) / 7, torch.zeros(d), "gelu_new")
+    x = torch.randn(2048, d, generator=gen)
+    pair = fit_pair(mlp, x[:1536], d_sae=40, k=4, lam=0.3, steps=40, batch_size=128, lr=3e-3, seed=0)
+    dirs = pair.save_inference_saes(tmp_path, hook_in=to_hook_name("mlp_in.1"),
+                                    hook_out=to_hook_name("mlp_out.1"), model_name="toy")
+    s1, s2 = load_sae_directory(dirs["in"]), load_sae_directory(dirs["out"])
+    xe = x[1536:]
+    with torch.no_grad():
+        o = pair.pair_forward(xe, jacobian=False)
+        z1, z2 = s1.encode(xe), s2.encode(o["y"])
+        for got, want in ((z1, o["z1"]), (s1.decode(z1), o["x_hat"]), (z2, o["z2"]),
+                          (s2.decode(z2), o["y_hat"])):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert (site_of(s1), site_of(s2)) == ("mlp_in.1", "mlp_out.1")
+    assert float((o["z1"] > 0).sum(1).float().mean()) > 1  # the check compares live latents
+
+
 def test_transformer_lens_and_nnsight_runs_agree(tmp_path):
     """The same run on the zoo model through TransformerLens and through nnsight (the same
     weights, other code for every forward, the MLP read and the splices) gives the same
@@ -266,6 +295,11 @@ def test_zoo_lambda_sparsifies_at_small_cost(one_layer_run):
     assert m["lambda_1.ce_increase"] <= m["lambda_0.ce_increase"] + 0.05
     assert m["lambda_0.ce_increase"] >= 0  # splicing a reconstruction does not help the model
     assert "sweep" in r.figures
+    # every (layer, lambda) pair of the model is written as two SAELens directories
+    saved = r.details["dictionaries"]
+    assert sorted(saved) == ["1/0", "1/1"]
+    for dirs in saved.values():
+        assert all((Path(r.run_dir) / dirs[w] / "cfg.json").is_file() for w in ("in", "out"))
 
 
 def test_scale_matched_control_has_the_models_norms_and_the_same_function():

@@ -36,6 +36,10 @@ class SparsifyModelConfig(IdeaConfig):
     max_length: int = Field(64, ge=4, description="Tokens per text (BOS included).")
     ce_texts: int = Field(24, ge=1, description="Texts scored for the spliced CE loss: the last "
                           "min(ce_texts, eval_fraction x texts) of the dataset, all held out.")
+    save_dictionaries: bool = Field(True, description="Write every (layer, lambda) pair of the "
+                                    "model as two SAELens dictionaries under artifacts/"
+                                    "dictionaries/layer{L}.lambda{l}/in and /out (loadable with "
+                                    "SAE.load_from_disk or --sae DIR; ~0.3 MB each at the defaults).")
     toy: bool = Field(True, description="Also run the planted toy MLP (a sparse, known "
                       "feature-to-feature map; metrics prefixed toy.).")
     toy_features: int = Field(24, ge=2, le=256, description="Toy: input (= output) features.")

@@ -284,6 +284,30 @@ class JacobianSAEPair(_TopKOnce, TopKTrainingSAE):
             out["jacobian"] = jac
         return out
 
+    def save_inference_saes(self, path, *, hook_in: str, hook_out: str, model_name: str) -> dict:
+        """Both SAEs as SAELens inference dictionaries: ``path/in`` (SAE 1, reading
+        ``hook_in``) and ``path/out`` (SAE 2, reading ``hook_out``), each a directory that
+        ``sae_lens.SAE.load_from_disk`` (and ``--sae DIR``) loads. Plain TopK SAEs with the
+        trained weights are written, so the Jacobian pair's extra state (SAE 2 inside SAE 1,
+        the frozen MLP) never reaches the files."""
+        from pathlib import Path
+
+        from sae_lens.saes.sae import SAEMetadata
+
+        out = {}
+        for which, sae, hook in (("in", self, hook_in), ("out", self.sae2, hook_out)):
+            c = sae.cfg
+            plain = TopKTrainingSAE(TopKTrainingSAEConfig(
+                d_in=c.d_in, d_sae=c.d_sae, k=c.k, dtype="float32", device="cpu",
+                apply_b_dec_to_input=False, rescale_acts_by_decoder_norm=False,
+                metadata=SAEMetadata(model_name=model_name, hook_name=hook, hook_head_index=None)))
+            own = sae.state_dict()
+            plain.load_state_dict({k: own[k].detach().float() for k in plain.state_dict()})
+            d = Path(path) / which
+            plain.save_inference_model(str(d))
+            out[which] = str(d)
+        return out
+
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
         x = step_input.sae_in
         lam = self.cfg.jacobian_coefficient

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -327,6 +328,17 @@ def run(ctx, cfg: SparsifyModelConfig) -> IdeaResult:
         for (L, lam), s in sw["stats"].items()}, "toy": toy_details}
     ctx.artifacts.save_tensors("jacobian_edges", {
         f"layer{L}.lambda{lam:g}": s["mean_abs"] for (L, lam), s in sw["stats"].items()})
+    if cfg.save_dictionaries:
+        from mi_ideas.sites import to_hook_name
+
+        details["dictionaries"] = {  # paths relative to the run directory
+            f"{L}/{lam:g}": {which: str(Path(d).relative_to(ctx.run_dir)) for which, d in
+                             pair.save_inference_saes(
+                                 ctx.run_dir / "artifacts" / "dictionaries" / f"layer{L}.lambda{lam:g}",
+                                 hook_in=to_hook_name(f"mlp_in.{L}"),
+                                 hook_out=to_hook_name(f"mlp_out.{L}"),
+                                 model_name=subject.spec).items()}
+            for (L, lam), pair in sw["pairs"].items()}
     if cfg.reinit_control and subject.on_server:
         ctx.log("the re-initialised control needs the weights locally: skipped for a remote model")
         details["reinit_control"] = "skipped: remote model"
