@@ -109,6 +109,14 @@ class RunContext:
 
         return torch.Generator().manual_seed(derived_seed(self.seed, name))
 
+    def seed_for(self, name: str) -> int:
+        """An integer seed for one sub-experiment, drawn from :meth:`generator_for`'s
+        generator (for libraries that take a seed, e.g. SAELens initialisation or a
+        re-initialised model): ``int(torch.randint(0, 2**31 - 1, (1,), generator=...))``."""
+        import torch
+
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator_for(name)))
+
     def rng_for(self, name: str) -> "np.random.Generator":
         """A numpy generator for one sub-experiment (see :meth:`generator_for`)."""
         import numpy as np

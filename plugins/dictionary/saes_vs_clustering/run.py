@@ -115,10 +115,6 @@ def random_reconstruct(x: torch.Tensor, mean: torch.Tensor, r: torch.Tensor, l0:
     return mean + (a.transpose(1, 2) @ coef)[:, :, 0], proj
 
 
-def _seed(ctx: RunContext, name: str) -> int:
-    return int(torch.randint(2**31 - 1, (1,), generator=ctx.generator_for(name)))
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -196,20 +192,20 @@ def run(ctx: RunContext, config: SaesVsClusteringConfig) -> SaesVsClusteringResu
     methods = list(config.methods)
     for k in ctx.progress(config.sizes, desc="sizes"):
         if "kmeans" in methods:  # (scaled k-means fits its own centroids)
-            km = kmeans(inputs.train, k, n_iter=config.kmeans_iters, seed=_seed(ctx, f"kmeans.{k}"),
+            km = kmeans(inputs.train, k, n_iter=config.kmeans_iters, seed=ctx.seed_for(f"kmeans.{k}"),
                         backend=config.kmeans_backend)
             j, dist = nearest(x_eval, km.centroids)
             record("kmeans", k, km.centroids[j], 1.0)
             purity_scores[("kmeans", k)] = _cluster_scores(j, -dist, k)
         if "kmeans_scaled" in methods:
             sk = scaled_kmeans(inputs.train, k, mean=mean, n_iter=config.kmeans_iters,
-                               seed=_seed(ctx, f"kmeans_scaled.{k}"))
+                               seed=ctx.seed_for(f"kmeans_scaled.{k}"))
             j, a = sk.codes(x_eval)
             record("kmeans_scaled", k, sk.reconstruct(x_eval), 1.0)
             purity_scores[("kmeans_scaled", k)] = _cluster_scores(j, a.abs(), k)
         if "pca_kmeans" in methods:
             proj = inputs.train.mapped(lambda b: (b - mean) @ pcs.T)
-            pk = kmeans(proj, k, n_iter=config.kmeans_iters, seed=_seed(ctx, f"pca_kmeans.{k}"),
+            pk = kmeans(proj, k, n_iter=config.kmeans_iters, seed=ctx.seed_for(f"pca_kmeans.{k}"),
                         backend=config.kmeans_backend)
             j, dist = nearest((x_eval - mean) @ pcs.T, pk.centroids)
             record("pca_kmeans", k, mean + pk.centroids[j] @ pcs, 1.0)
@@ -217,9 +213,9 @@ def run(ctx: RunContext, config: SaesVsClusteringConfig) -> SaesVsClusteringResu
         if "sae" in methods:
             kk = config.sae_k if config.sae_k < k else max(1, k // 2)
             sae, info = train_topk_sae(
-                inputs.train.shuffled_batches(config.sae_batch_size, _seed(ctx, f"sae-data.{k}")),
+                inputs.train.shuffled_batches(config.sae_batch_size, ctx.seed_for(f"sae-data.{k}")),
                 d_in=d, d_sae=k, k=kk, steps=config.sae_steps, batch_size=config.sae_batch_size,
-                lr=config.sae_lr, seed=_seed(ctx, f"sae.{k}"),
+                lr=config.sae_lr, seed=ctx.seed_for(f"sae.{k}"),
                 out_dir=ctx.run_dir / "artifacts" / f"sae-{k}", hook_name=inputs.site,
                 model_name=getattr(inputs.subject, "spec", inputs.source))
             details["training"][f"sae.{k}"] = info

@@ -222,7 +222,7 @@ def sweep(subject, acts, layers, cfg, ctx, tag: str, texts: list[str], ce_rows: 
         scales[L] = (s_x, s_y)
         if x_eval0 is None:
             x_eval0 = x[-8:]
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator_for(f"{tag}-{L}")))
+        seed = ctx.seed_for(f"{tag}-{L}")
         for lam in lams:
             t0 = time.perf_counter()
             pair = fit_pair(mlp, x[:-n_eval], d_sae=cfg.d_sae, k=cfg.k, lam=lam, steps=cfg.steps,
@@ -343,8 +343,7 @@ def run(ctx, cfg: SparsifyModelConfig) -> IdeaResult:
         ctx.log("the re-initialised control needs the weights locally: skipped for a remote model")
         details["reinit_control"] = "skipped: remote model"
     elif cfg.reinit_control:
-        fresh = subject.reinitialized(seed=int(torch.randint(0, 2**31 - 1, (1,),
-                                                             generator=ctx.generator_for("reinit"))))
+        fresh = subject.reinitialized(seed=ctx.seed_for("reinit"))
         r_acts = harvest_to_cache(fresh, ctx.dataset, sites, positions="all", max_length=cfg.max_length)
         rsw = sweep(fresh, r_acts, layers, cfg, ctx, "reinit", texts, ce_rows,
                     targets=sw["train_norms"] if cfg.scale_match_control else None)

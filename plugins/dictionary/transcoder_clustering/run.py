@@ -56,7 +56,7 @@ def planted_run(result: IdeaResult, prefix: str, cfg: TranscoderClusteringConfig
 
     per_seed: list[dict[str, Any]] = []
     for s in range(cfg.n_seeds):
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator_for(f"{name}-tc-{s}")))
+        seed = ctx.seed_for(f"{name}-tc-{s}")
         sae = fit_transcoder(x_in, x_out, d_sae=cfg.toy_d_sae, l1_coefficient=cfg.l1_coefficient,
                              steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
                              quiet=True)

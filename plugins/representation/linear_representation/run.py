@@ -193,7 +193,7 @@ def _run(ctx: RunContext, config: LinearRepresentationConfig) -> LinearRepresent
         ctx.log("  re-initialised control skipped: the weights are on a server")
         details["reinit_control"] = "skipped: remote model"
     elif config.reinit_control:
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator_for("reinit")))
+        seed = ctx.seed_for("reinit")
         fresh = subject.reinitialized(seed=seed)
         r_acts, r_lad = measure(fresh, "reinit")
         details["reinit"] = {"seed": seed, "grid": {}}
