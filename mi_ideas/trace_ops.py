@@ -1,4 +1,5 @@
-"""Pure-torch operations that run inside model traces.
+"""Pure-torch operations that run inside model traces (and :func:`intervene_at`, which
+applies them to an envoy).
 
 This module imports nothing but torch, on purpose: for a remote run nnsight ships it by
 value to a server that does not have mi_ideas installed (``nnsight.register``), and the
@@ -41,6 +42,21 @@ def intervene(x: torch.Tensor, op: str, value, index) -> torch.Tensor:
     else:
         x[:, index] = new
     return x
+
+
+def intervene_at(envoy, where: str, tuple_index, ivs):
+    """Inside a trace: read ``envoy.<where>`` (``input`` / ``output``; element
+    ``tuple_index`` of a tuple), apply the ``(op, value, index)`` interventions ``ivs`` with
+    :func:`intervene` and write the result back (the tuple's other elements kept). Returns
+    the value after the interventions, for reads. Works on any envoy-like object with that
+    attribute; the nnsight back-end's forward and generate traces both use it."""
+    raw = getattr(envoy, where)
+    value = raw[tuple_index] if isinstance(raw, tuple) else raw
+    if ivs:
+        for op, v, idx in ivs:
+            value = intervene(value, op, v, idx)
+        setattr(envoy, where, (value, *raw[1:]) if isinstance(raw, tuple) else value)
+    return value
 
 
 def stats(logits: torch.Tensor, final_resid, index, kl_reference, topk: int,

@@ -615,7 +615,7 @@ def _run_trace(model: Any, inputs: dict, trace_kwargs: dict, skips: list, plan: 
 
     # The functions, not the module: a module pickled by value drags in its whole
     # namespace (including builtins), while functions carry only the globals they use.
-    ops = (trace_ops.select, trace_ops.intervene, trace_ops.stats)
+    ops = (trace_ops.select, trace_ops.intervene_at, trace_ops.stats)
     with torch.no_grad():  # outside the traced frame: its `with` source is what ships
         return _trace_body(model, inputs, trace_kwargs, skips, plan, read_index, logit_reads,
                            want_logits, stat_args, final_envoy, ops, nnsight)
@@ -626,7 +626,7 @@ def _trace_body(model: Any, inputs: dict, trace_kwargs: dict, skips: list, plan:
                 logit_reads: list, want_logits: bool, stat_args: tuple | None,
                 final_envoy: Any, ops: tuple, nnsight: Any) -> dict:
     """The traced frame: its locals are tensors, envoys, ints and the shipped functions."""
-    select, intervene, stats = ops
+    select, intervene_at, stats = ops
     with model.trace(**inputs, **trace_kwargs):
         saved = {}
         final_resid = None
@@ -635,15 +635,7 @@ def _trace_body(model: Any, inputs: dict, trace_kwargs: dict, skips: list, plan:
         for (envoy, where, tuple_index), ivs, reads in plan:
             if final_envoy is not None and envoy is final_envoy:
                 final_resid = final_envoy.input
-            raw = getattr(envoy, where)
-            value = raw[tuple_index] if isinstance(raw, tuple) else raw
-            if ivs:
-                for op, v, idx in ivs:
-                    value = intervene(value, op, v, idx)
-                if isinstance(raw, tuple):
-                    setattr(envoy, where, (value, *raw[1:]))
-                else:
-                    setattr(envoy, where, value)
+            value = intervene_at(envoy, where, tuple_index, ivs)
             for name in reads:
                 saved[name] = select(value, read_index).detach().cpu()
         if final_envoy is not None and final_resid is None:
@@ -682,7 +674,7 @@ def _run_generate(model: Any, kwargs: dict, plan: list, n_steps: int,
     import nnsight
     import torch
 
-    ops = (trace_ops.intervene, trace_ops.next_tokens, trace_ops.force_next,
+    ops = (trace_ops.intervene_at, trace_ops.next_tokens, trace_ops.force_next,
            trace_ops.cpu_generator)
     with torch.no_grad():
         return _generate_body(model, kwargs, plan, n_steps, sample, model.unembed, ops, nnsight)
@@ -693,19 +685,12 @@ def _generate_body(model: Any, kwargs: dict, plan: list, n_steps: int, sample: t
     """The traced frame of a generation: the same interventions at each of ``n_steps``
     forwards (the prompt's, then one per new token); with ``sample`` (temperature, seed) the
     next token is drawn here and forced as the argmax."""
-    intervene, next_tokens, force_next, cpu_generator = ops
+    intervene_at, next_tokens, force_next, cpu_generator = ops
     with model.generate(**kwargs) as tracer:
         gen = None if sample is None else cpu_generator(sample[1])
         for _step in tracer.iter[:n_steps]:
             for (envoy, where, tuple_index), ivs in plan:
-                raw = getattr(envoy, where)
-                value = raw[tuple_index] if isinstance(raw, tuple) else raw
-                for op, v, idx in ivs:
-                    value = intervene(value, op, v, idx)
-                if isinstance(raw, tuple):
-                    setattr(envoy, where, (value, *raw[1:]))
-                else:
-                    setattr(envoy, where, value)
+                intervene_at(envoy, where, tuple_index, ivs)
             if sample is not None:
                 logits = unembed.output
                 unembed.output = force_next(logits, next_tokens(logits[:, -1], True, sample[0],
