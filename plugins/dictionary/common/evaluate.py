@@ -84,6 +84,15 @@ class SpliceSet:
             offset += n
         self.n_rows = offset
 
+    def at(self, site: str) -> "SpliceSet":
+        """The same texts, batches and rows, spliced at another site of the same subject
+        (no re-tokenisation)."""
+        import copy
+
+        other = copy.copy(self)
+        other.site = self.subject.site(site).name
+        return other
+
     def ce(self, values: torch.Tensor | None) -> float:
         """Mean CE (nats) with ``values`` (``(n_rows, d)``, or ``(d,)`` for every row)
         spliced in; ``None`` is the clean model."""

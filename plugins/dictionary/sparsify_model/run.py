@@ -155,8 +155,8 @@ def ce_losses(subject, texts: list[str], layers: list[int], pairs: dict, max_len
     forward per batch in the splice's row order."""
     from ..common.evaluate import SpliceSet
 
-    splices = {L: SpliceSet(subject, texts, f"mlp_out.{L}", max_length=max_length) for L in layers}
-    first = splices[layers[0]]
+    first = SpliceSet(subject, texts, f"mlp_out.{layers[0]}", max_length=max_length)
+    splices = {L: first.at(f"mlp_out.{L}") for L in layers}
     x_rows: dict[int, list[torch.Tensor]] = {L: [] for L in layers}
     for eb in first.batches:
         acts = subject.forward(eb.batch, read=[f"mlp_in.{L}" for L in layers], positions=eb.mask)
